@@ -45,6 +45,11 @@ class DataConfig:
     flip: bool = False  # horizontal flip for training (landmark indices swapped)
     photometric: bool = False  # albumentations colour/blur/JPEG/noise for the encoder stage
     use_morphs: bool = True  # train on morph rows when the store has them
+    photometric_p: float = 0.5  # probability of each photometric transform
+    jitter: float = 0.2  # ColorJitter brightness/contrast/saturation strength (hue = jitter / 4)
+    blur_max: int = 5  # largest Gaussian blur kernel (odd, pixels at data.image_size)
+    jpeg_quality_min: int = 40  # ImageCompression quality drawn from [jpeg_quality_min, 95]
+    noise_std_max: float = 0.05  # GaussNoise standard deviation, fraction of the pixel range
 
 
 @dataclass
@@ -52,7 +57,8 @@ class PrepareConfig:
     image_size: int = PAPER_IMAGE_SIZE  # the aligned size stored on disk
     workers: int = 0  # 0 = every CPU core
     chunk: int = 64  # photos per atomically written part
-    pad: float = 0.4  # border added (fraction of the short side) before detection, for tight crops
+    pad: float = 0.25  # replicated border (fraction of the short side) added before detection: tight crops
+    detect_max_side: int = 1024  # photos are scaled down to this long side for detection only
     upsample: int = 1  # dlib detector upsampling; more finds smaller faces, slower
     cnn_fallback: bool = True  # dlib's CNN (mmod) detector when HOG finds nothing
     keep: str = "largest"  # which face of a photo with several: largest | first
@@ -75,6 +81,8 @@ class AugmentConfig:
     blend_max: float = 0.7
     chunk_mb: int = 256  # memory bound of one block of the neighbour search
     feature_size: int = 64  # faces are compared at this size (pixels in [0,1], landmarks at 224)
+    workers: int = 0  # morphing processes; 0 = every CPU core
+    morphs_in_memory_mb: int = 1024  # more morph pixels than this are written through a memory map
 
 
 @dataclass
@@ -157,6 +165,12 @@ class EvalConfig:
     max_faces: Optional[int] = None
     grid_faces: int = 8
     worst_faces: int = 6
+    ci_method: str = "BCa"  # BCa | percentile (scipy.stats.bootstrap)
+    random_pairs: int = 1000  # different-identity pairs for the random-pair cosine baseline
+    descriptor_batch: int = 32  # faces per batched dlib descriptor / landmark call
+    inpaint_radius: int = 5  # px, the neighbourhood of cv2.inpaint (Telea, Navier-Stokes)
+    neighbour_chunk_mb: int = 256  # memory bound of one block of the nearest-neighbour search
+    seam_rows: int = 4  # visible rows just above split_row whose colour a drawn lower band is matched to
 
 
 @dataclass
@@ -202,8 +216,10 @@ def _suggest(key: str, schema: DictConfig) -> str:
 
 def _explain(err: OmegaConfBaseException, schema: DictConfig, source: str) -> ConfigError:
     key = getattr(err, "full_key", None) or ""
-    msg = str(err).splitlines()[0]
-    return ConfigError(f"{source}: invalid config key '{key}': {msg}{_suggest(key, schema) if key else ''}")
+    msg = str(err).splitlines()[0].split(". Did you mean")[0]
+    known = key in _all_keys(schema)
+    what = "invalid value for" if known else "unknown config key"
+    return ConfigError(f"{source}: {what} '{key}': {msg}{'' if known or not key else _suggest(key, schema)}")
 
 
 def _parse_override(text: str) -> tuple[str, str]:
@@ -290,6 +306,13 @@ def validate(cfg: DictConfig) -> None:
     _check(0 <= cfg.augment.blend_min <= cfg.augment.blend_max <= 1, "augment.blend_min",
            "need 0 <= blend_min <= blend_max <= 1")
     _check(cfg.augment.chunk_mb >= 1, "augment.chunk_mb", "must be at least 1")
+    _check(cfg.augment.feature_size >= 8, "augment.feature_size", "must be at least 8")
+    _check(cfg.augment.workers >= 0, "augment.workers", "must be >= 0")
+    _check(0 <= cfg.data.photometric_p <= 1, "data.photometric_p", "a probability in [0, 1]")
+    _check(cfg.data.jitter >= 0, "data.jitter", "must be >= 0")
+    _check(cfg.data.blur_max >= 3 and cfg.data.blur_max % 2 == 1, "data.blur_max", "an odd number >= 3")
+    _check(1 <= cfg.data.jpeg_quality_min <= 95, "data.jpeg_quality_min", "in [1, 95]")
+    _check(0 <= cfg.data.noise_std_max <= 1, "data.noise_std_max", "in [0, 1]")
     _check(cfg.backbone.layer in ("fc6", "fc7"), "backbone.layer", "one of fc6, fc7")
     _check(cfg.model.encoder_loss in ("mse", "cosine"), "model.encoder_loss", "one of mse, cosine")
     for name in ("landmark_weight", "texture_weight"):
@@ -306,6 +329,10 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.trainer.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches", "must be at least 1")
     _check(cfg.trainer.num_nodes >= 1, "trainer.num_nodes", "must be at least 1")
     _check(cfg.eval.bootstrap >= 0, "eval.bootstrap", "must be >= 0")
+    _check(cfg.eval.ci_method in ("BCa", "percentile"), "eval.ci_method", "one of BCa, percentile")
+    _check(cfg.eval.inpaint_radius >= 1, "eval.inpaint_radius", "must be at least 1")
+    _check(cfg.eval.neighbour_chunk_mb >= 1, "eval.neighbour_chunk_mb", "must be at least 1")
+    _check(cfg.eval.seam_rows >= 0, "eval.seam_rows", "must be >= 0")
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -68,7 +69,7 @@ class Table:
         return cls(cols)
 
     def records(self) -> list[dict]:
-        return [{k: v[i].item() for k, v in self.columns.items()} for i in range(len(self))]
+        return [{k: _plain(v[i]) for k, v in self.columns.items()} for i in range(len(self))]
 
     def concat(self, other: "Table") -> "Table":
         if not len(other):
@@ -76,6 +77,10 @@ class Table:
         if not len(self):
             return other
         return Table({k: np.concatenate([self[k], other[k]]) for k in self.columns})
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _default(name: str):
@@ -130,9 +135,16 @@ def digest_arrays(*arrays: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def write_group(folder: Path, images: np.ndarray, landmarks: np.ndarray, table: Table, extra: dict) -> dict:
-    """Write one group of rows (photos or morphs) atomically; the header goes last."""
+def write_group(folder: Path, images: np.ndarray | Path, landmarks: np.ndarray, table: Table, extra: dict) -> dict:
+    """Write one group of rows (photos or morphs) atomically; the header goes last.
+
+    ``images`` is an array, or the path of a finished ``.npy`` file (written beside the store, e.g.
+    with ``np.lib.format.open_memmap``) that is moved into place without copying.
+    """
     folder.mkdir(parents=True, exist_ok=True)
+    built = None
+    if isinstance(images, Path):
+        built, images = images, np.load(images, mmap_mode="r")
     if images.dtype != np.uint8 or images.ndim != 4:
         raise ValueError(f"images must be uint8 (N, S, S, 3), got {images.dtype} {images.shape}")
     if not (len(images) == len(landmarks) == len(table)):
@@ -140,7 +152,12 @@ def write_group(folder: Path, images: np.ndarray, landmarks: np.ndarray, table: 
     header_path = folder / "header.json"
     if header_path.exists():  # the arrays are about to change: the old header must not vouch for them
         header_path.unlink()
-    atomic_save_npy(folder / "images.npy", images)
+    if built is not None:
+        del images
+        os.replace(built, folder / "images.npy")
+        images = np.load(folder / "images.npy", mmap_mode="r")
+    else:
+        atomic_save_npy(folder / "images.npy", images)
     atomic_save_npy(folder / "landmarks.npy", landmarks.astype(np.float32))
     write_table(folder / "meta.csv", table)
     header = {

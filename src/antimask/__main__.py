@@ -1,0 +1,7 @@
+"""`python -m antimask` is the `antimask` command."""
+
+import sys
+
+from antimask.cli import main
+
+sys.exit(main())

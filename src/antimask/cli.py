@@ -1,0 +1,91 @@
+"""The `antimask` command line: parse and validate, then call the pipeline steps.
+
+Every command takes ``--config FILE`` and ``key=value`` overrides of the one config schema.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+def _config(args, extra: list[str] | None = None):
+    from antimask.config import load_config
+
+    return load_config(args.config, list(args.overrides) + list(extra or []))
+
+
+def cmd_prepare(args) -> int:
+    from antimask.data.prepare import prepare_store, sample_sources
+
+    cfg = _config(args)
+    sources = args.sources or list(cfg.data.sources) or sample_sources()
+    summary = prepare_store(sources, args.out, cfg, progress=not args.quiet)
+    print(f"store: {args.out} ({summary['aligned']} faces, {summary['rejected']} rejected; see rejected.csv)")
+    return 0
+
+
+def cmd_augment(args) -> int:
+    from antimask.data.augment import augment_store
+
+    cfg = _config(args)
+    summary = augment_store(args.store, cfg)
+    print(f"store: {args.store} ({summary.get('morphs', 0)} morphs)")
+    return 0
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="experiment YAML (only what differs from the defaults)")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="config overrides")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="antimask", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="detect, landmark and align faces into a store")
+    p.add_argument("sources", nargs="*", type=Path, help="photo folders or files (default: the embedded sample)")
+    p.add_argument("--out", required=True, type=Path, help="store folder")
+    p.add_argument("--sample", action="store_true", help="prepare the embedded sample photos")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("augment", help="add morphs of each train face with its nearest train faces")
+    p.add_argument("store", type=Path)
+    _add_config_args(p)
+    p.set_defaults(func=cmd_augment)
+    return parser
+
+
+def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """key=value words go to the config, the rest to argparse (they may be interleaved)."""
+    plain, overrides = [], []
+    for word in argv:
+        (overrides if ("=" in word and not word.startswith("-")) else plain).append(word)
+    return plain, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    from antimask.config import ConfigError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    plain, overrides = _split_overrides(argv)
+    args = build_parser().parse_args(plain)
+    args.overrides = overrides
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as err:
+        print(f"antimask: config error: {err}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:
+        print(f"antimask: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

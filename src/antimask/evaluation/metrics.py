@@ -1,0 +1,266 @@
+"""Per-face metrics of drawn lower faces against the real ones, and bootstrap intervals of their means.
+
+Arrays in, arrays out: images are aligned faces, uint8 (N, S, S, 3) or float in [0, 1]; every metric
+returns one value per face (N,), so that the report can bootstrap it and pick the worst cases.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import numpy as np
+import torch
+
+from antimask.data.align import EYES, LOWER_POINTS, TEMPLATE_SIZE, template
+
+LEFT_EYE = EYES[:6]  # dlib 36-41
+RIGHT_EYE = EYES[6:]  # dlib 42-47
+
+
+# ----------------------------------------------------------------------------------------------- pixels
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(N, S, S, 3) uint8 or float [0, 1] -> float32 tensor (N, 3, S, S) in [0, 1]."""
+    arr = np.asarray(images)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.dtype == np.uint8:
+        arr = arr.astype(np.float32) / 255.0
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(0, 3, 1, 2)
+
+
+def _bands(drawn: np.ndarray, real: np.ndarray, split_row: Optional[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    a, b = to_tensor(drawn), to_tensor(real)
+    if a.shape != b.shape:
+        raise ValueError(f"drawn faces {tuple(a.shape)} and real faces {tuple(b.shape)} differ in shape")
+    if split_row is not None:  # the lower band only: the rows a mask hides
+        a, b = a[:, :, split_row:], b[:, :, split_row:]
+    return a, b
+
+
+def l1(drawn: np.ndarray, real: np.ndarray, split_row: Optional[int] = None) -> np.ndarray:
+    """Mean absolute error in [0, 1] units per face; on rows >= split_row, or the whole face if None."""
+    a, b = _bands(drawn, real, split_row)
+    return (a - b).abs().flatten(1).mean(1).numpy().astype(np.float64)
+
+
+def psnr(drawn: np.ndarray, real: np.ndarray, split_row: Optional[int] = None) -> np.ndarray:
+    """PSNR in dB (data range 1) per face; identical faces give inf."""
+    from torchmetrics.functional import peak_signal_noise_ratio
+
+    a, b = _bands(drawn, real, split_row)
+    out = peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    return out.numpy().astype(np.float64)
+
+
+def ssim(drawn: np.ndarray, real: np.ndarray, split_row: Optional[int] = None) -> np.ndarray:
+    """SSIM per face (Gaussian window 11, sigma 1.5, data range 1, averaged over the RGB channels)."""
+    from torchmetrics.functional import structural_similarity_index_measure
+
+    a, b = _bands(drawn, real, split_row)
+    out = structural_similarity_index_measure(a.double(), b.double(), data_range=1.0, reduction="none")
+    return out.reshape(-1).numpy().astype(np.float64)
+
+
+def image_metrics(drawn: np.ndarray, real: np.ndarray, split_row: int) -> dict[str, np.ndarray]:
+    """L1, PSNR and SSIM on the lower band and on the whole face, each (N,)."""
+    out = {}
+    for name, fn in (("l1", l1), ("psnr", psnr), ("ssim", ssim)):
+        out[f"{name}_lower"] = fn(drawn, real, split_row)
+        out[f"{name}_face"] = fn(drawn, real, None)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- features
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine between matching rows of two (N, D) feature arrays, (N,)."""
+    a = np.asarray(a, np.float64).reshape(len(a), -1)
+    b = np.asarray(b, np.float64).reshape(len(b), -1)
+    if a.shape != b.shape:
+        raise ValueError(f"feature arrays {a.shape} and {b.shape} differ in shape")
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return (a * b).sum(1) / np.maximum(norms, 1e-12)
+
+
+def random_pairs(identities: np.ndarray, n_pairs: int, seed: int = 0) -> np.ndarray:
+    """(n_pairs, 2) row indices (i, j) with identities[i] != identities[j], drawn with ``seed``.
+
+    Empty when fewer than two identities exist.
+    """
+    ids = np.asarray(identities)
+    if len(np.unique(ids)) < 2 or n_pairs <= 0:
+        return np.zeros((0, 2), np.int64)
+    rng = np.random.default_rng(seed)
+    pairs: list[np.ndarray] = []
+    got = 0
+    while got < n_pairs:  # rejection sampling; terminates fast unless one identity dominates
+        i = rng.integers(0, len(ids), size=2 * (n_pairs - got) + 8)
+        j = rng.integers(0, len(ids), size=len(i))
+        keep = ids[i] != ids[j]
+        chunk = np.stack([i[keep], j[keep]], 1)[: n_pairs - got]
+        pairs.append(chunk)
+        got += len(chunk)
+    return np.concatenate(pairs).astype(np.int64)
+
+
+def random_pair_cosine(features: np.ndarray, identities: np.ndarray, n_pairs: int, seed: int = 0,
+                       other: Optional[np.ndarray] = None) -> np.ndarray:
+    """Cosine between features of two different identities, (n_pairs,): the chance level of ``cosine``.
+
+    With ``other`` (e.g. drawn-face features) the pair is features[i] vs other[j], else features[i] vs
+    features[j].
+    """
+    features = np.asarray(features)
+    pairs = random_pairs(identities, n_pairs, seed)
+    if len(pairs) == 0:
+        return np.zeros(0)
+    second = features if other is None else np.asarray(other)
+    return cosine_similarity(features[pairs[:, 0]], second[pairs[:, 1]])
+
+
+# --------------------------------------------------------------------------------------------- identity
+def identity_distance(drawn_descriptors: np.ndarray, real_descriptors: np.ndarray) -> np.ndarray:
+    """Euclidean distance between dlib 128-d descriptors of drawn and real faces, (N,)."""
+    a = np.asarray(drawn_descriptors, np.float64)
+    b = np.asarray(real_descriptors, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"descriptor arrays {a.shape} and {b.shape} differ in shape")
+    return np.linalg.norm(a - b, axis=1)
+
+
+def verified(distances: np.ndarray, threshold: float) -> np.ndarray:
+    """1.0 where the drawn face passes as the same person (distance < threshold), else 0.0, (N,)."""
+    return (np.asarray(distances, np.float64) < threshold).astype(np.float64)
+
+
+def verified_share(distances: np.ndarray, threshold: float) -> float:
+    """Share of faces verified as the same person at ``threshold`` (dlib: 0.6)."""
+    v = verified(distances, threshold)
+    return float(v.mean()) if len(v) else float("nan")
+
+
+def _as_uint8_at(faces: np.ndarray, size: int) -> list[np.ndarray]:
+    import cv2
+
+    arr = np.asarray(faces)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.dtype != np.uint8:
+        arr = np.clip(np.rint(arr.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+    out = []
+    for face in arr:
+        if face.shape[0] != size:
+            interp = cv2.INTER_CUBIC if face.shape[0] < size else cv2.INTER_AREA
+            face = cv2.resize(face, (size, size), interpolation=interp)
+        out.append(np.ascontiguousarray(face))
+    return out
+
+
+def _template_rect(size: int = TEMPLATE_SIZE):
+    import dlib
+
+    pts = template(size)
+    (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
+    return dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1)))
+
+
+def _template_detection():
+    import dlib
+
+    parts = [dlib.point(int(round(x)), int(round(y))) for x, y in template(TEMPLATE_SIZE)]
+    return dlib.full_object_detection(_template_rect(), parts)
+
+
+def dlib_descriptors(faces: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """dlib 128-d descriptors of aligned faces, (N, 128) float32.
+
+    Faces are upscaled to 224 uint8; their landmarks are the template's (they are aligned), so no
+    detector runs and a drawn face is described exactly where the real one is.
+    """
+    import dlib
+
+    from antimask.dlib_models import face_descriptor
+
+    model = face_descriptor()
+    det = _template_detection()
+    images = _as_uint8_at(faces, TEMPLATE_SIZE)
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size]
+        dets = []
+        for _ in batch:
+            d = dlib.full_object_detections()
+            d.append(det)
+            dets.append(d)
+        for vecs in model.compute_face_descriptor(batch, dets):
+            out.append(np.asarray(vecs[0], np.float32))
+    return np.stack(out) if out else np.zeros((0, 128), np.float32)
+
+
+# -------------------------------------------------------------------------------------------- landmarks
+def predict_landmarks(faces: np.ndarray) -> np.ndarray:
+    """dlib's 68 landmarks of aligned faces, (N, 68, 2) in the faces' own pixels.
+
+    The face box is the template's landmark extent (no detector: the faces are aligned); faces are
+    upscaled to 224 first, where the predictor was trained on faces of that scale.
+    """
+    from antimask.dlib_models import shape_predictor
+
+    arr = np.asarray(faces)
+    size = arr.shape[-2]
+    predictor = shape_predictor()
+    rect = _template_rect()
+    out = []
+    for img in _as_uint8_at(arr, TEMPLATE_SIZE):
+        shape = predictor(img, rect)
+        out.append([(p.x, p.y) for p in shape.parts()])
+    pts = np.asarray(out, np.float64).reshape(-1, 68, 2)
+    return (pts * (size / TEMPLATE_SIZE)).astype(np.float32)
+
+
+def inter_ocular(landmarks: np.ndarray) -> np.ndarray:
+    """Distance between the eye centres (means of points 36-41 and 42-47), (N,)."""
+    pts = np.asarray(landmarks, np.float64).reshape(-1, 68, 2)
+    return np.linalg.norm(pts[:, LEFT_EYE].mean(1) - pts[:, RIGHT_EYE].mean(1), axis=1)
+
+
+def landmark_error(drawn_landmarks: np.ndarray, real_landmarks: np.ndarray,
+                   points: Optional[list[int]] = None) -> np.ndarray:
+    """Mean distance over the lower-face points between drawn and real landmarks, per face, divided
+    by the real face's inter-ocular distance, (N,)."""
+    idx = LOWER_POINTS if points is None else list(points)
+    a = np.asarray(drawn_landmarks, np.float64).reshape(-1, 68, 2)
+    b = np.asarray(real_landmarks, np.float64).reshape(-1, 68, 2)
+    err = np.linalg.norm(a[:, idx] - b[:, idx], axis=2).mean(1)
+    return err / np.maximum(inter_ocular(b), 1e-12)
+
+
+# -------------------------------------------------------------------------------------------- intervals
+def bootstrap_ci(values: np.ndarray, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95,
+                 method: str = "BCa") -> tuple[float, float, float]:
+    """(mean, low, high): the mean of the finite values and its bootstrap confidence interval.
+
+    Fewer than two finite values, or ``n_resamples`` 0, give a NaN interval; a constant array gives
+    the degenerate interval (c, c); BCa falls back to percentile where it cannot be computed.
+    """
+    from scipy import stats
+
+    v = np.asarray(values, np.float64).reshape(-1)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(v.mean())
+    if len(v) < 2 or n_resamples <= 0:
+        return mean, float("nan"), float("nan")
+    if np.ptp(v) == 0:
+        return mean, mean, mean
+    methods = [method] if method == "percentile" else [method, "percentile"]
+    for m in methods:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = stats.bootstrap((v,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
+                                  method=m, vectorized=True, rng=np.random.default_rng(seed))
+        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        if np.isfinite(low) and np.isfinite(high):
+            return mean, low, high
+    return mean, float("nan"), float("nan")

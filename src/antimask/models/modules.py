@@ -1,0 +1,304 @@
+"""The three training stages as LightningModules: face decoder, mask decoder, upper-face encoder.
+
+Each module only holds its net(s), the loss, the optimiser and the logging; the nets live in
+``components/``. Hyperparameters are plain ints/floats/strings so that checkpoints load with
+``torch.load(weights_only=True)``; ``load_stage`` does exactly that and checks the stage and the
+feature size before building the module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torchmetrics import MeanMetric, MinMetric
+
+from antimask.config import split_row_for
+from antimask.data.align import LOWER_POINTS
+from antimask.models.components import Decoder, UpperEncoder
+
+NUM_LANDMARKS = 68
+
+
+class StageMismatchError(ValueError):
+    """A checkpoint that belongs to another stage or another backbone than the one asked for."""
+
+
+class _StageModule(pl.LightningModule):
+    """Shared loss bookkeeping: train/loss, val/loss, val/loss_best, test/loss and extra val metrics."""
+
+    STAGE = ""
+    EXTRA_METRICS: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.train_loss = MeanMetric()
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
+        self.val_loss_best = MinMetric()
+        self.val_extra = torch.nn.ModuleDict({k: MeanMetric() for k in self.EXTRA_METRICS})
+        self.test_extra = torch.nn.ModuleDict({k: MeanMetric() for k in self.EXTRA_METRICS})
+
+    def _check_stage(self, stage: str) -> None:
+        if stage != self.STAGE:
+            raise StageMismatchError(f"{type(self).__name__} is the {self.STAGE} stage, got stage='{stage}'")
+
+    # subclasses: loss and extra metric values of one batch
+    def compute_losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def on_train_start(self) -> None:
+        # the sanity check's val/loss must not count as the best epoch
+        self.val_loss_best.reset()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self.compute_losses(batch)
+        self.train_loss(loss.detach())
+        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=len(batch["features"]))
+        return loss
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
+        loss, extra = self.compute_losses(batch)
+        n = len(batch["features"])
+        agg = self.val_loss if split == "val" else self.test_loss
+        metrics = self.val_extra if split == "val" else self.test_extra
+        agg(loss, n)
+        self.log(f"{split}/loss", agg, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        for name, value in extra.items():
+            metrics[name](value, n)
+            self.log(f"{split}/{name}", metrics[name], on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        # val_loss is already reduced across processes by compute()
+        self.val_loss_best(self.val_loss.compute())
+        self.log("val/loss_best", self.val_loss_best.compute(), sync_dist=True, prog_bar=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+
+def _decoder_kwargs(cfg: DictConfig, stage: str) -> dict[str, Any]:
+    size = int(cfg.data.image_size)
+    s = cfg.stages[stage]
+    return dict(image_size=size, split_row=split_row_for(size, cfg.data.split_row),
+                shared_dim=int(cfg.model.shared_dim), decoder_channels=int(cfg.model.decoder_channels),
+                decoder_upsamplings=int(cfg.model.decoder_upsamplings),
+                landmark_weight=float(cfg.model.landmark_weight), texture_weight=float(cfg.model.texture_weight),
+                lr=float(s.lr), weight_decay=float(s.weight_decay))
+
+
+class FaceDecoderModule(_StageModule):
+    """Stage 1: teacher features of the whole face -> the whole face (+ its 68 landmarks)."""
+
+    STAGE = "face_decoder"
+
+    def __init__(self, feature_dim: int, image_size: int, split_row: int, shared_dim: int = 1000,
+                 decoder_channels: int = 256, decoder_upsamplings: int = 4, use_landmarks: bool = True,
+                 landmark_weight: float = 10.0, texture_weight: float = 100.0, lr: float = 1e-4,
+                 weight_decay: float = 0.0, stage: str = "face_decoder"):
+        super().__init__()
+        self._check_stage(stage)
+        self.save_hyperparameters(logger=False)
+        self.decoder = Decoder(feature_dim, image_size, image_size, NUM_LANDMARKS if use_landmarks else 0,
+                               shared_dim, decoder_channels, decoder_upsamplings)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, feature_dim: int) -> "FaceDecoderModule":
+        return cls(feature_dim=int(feature_dim), use_landmarks=bool(cfg.model.face_decoder_landmarks),
+                   **_decoder_kwargs(cfg, cls.STAGE))
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        return self.decoder(features)
+
+    def compute_losses(self, batch):
+        image, points = self.decoder(batch["features"])
+        hp = self.hparams
+        loss = hp.texture_weight * F.l1_loss(image.float(), batch["face"])
+        if points is not None:
+            loss = loss + hp.landmark_weight * F.mse_loss(points.float(), batch["landmarks"])
+        return loss, {}
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int = 0) -> torch.Tensor:
+        return self.decoder.draw(batch["features"])
+
+
+class MaskDecoderModule(_StageModule):
+    """Stage 2: teacher features -> shared layer -> lower-face landmarks + the lower band (rows R..S).
+
+    Ablations: ``use_landmarks=False`` drops the landmark head; ``full_face=True`` draws the whole face
+    (and all 68 landmarks), as in the paper's full-face redraw.
+    """
+
+    STAGE = "mask_decoder"
+    EXTRA_METRICS = ("l1_lower",)
+
+    def __init__(self, feature_dim: int, image_size: int, split_row: int, shared_dim: int = 1000,
+                 decoder_channels: int = 256, decoder_upsamplings: int = 4, use_landmarks: bool = True,
+                 full_face: bool = False, landmark_weight: float = 10.0, texture_weight: float = 100.0,
+                 lr: float = 1e-4, weight_decay: float = 0.0, stage: str = "mask_decoder"):
+        super().__init__()
+        self._check_stage(stage)
+        if not 0 < split_row < image_size:
+            raise ValueError(f"split_row {split_row} lies outside the {image_size}-px face")
+        self.save_hyperparameters(logger=False)
+        height = image_size if full_face else image_size - split_row
+        points = (NUM_LANDMARKS if full_face else len(LOWER_POINTS)) if use_landmarks else 0
+        self.decoder = Decoder(feature_dim, height, image_size, points, shared_dim, decoder_channels,
+                               decoder_upsamplings)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, feature_dim: int,
+                    face_decoder_ckpt: Optional[str | Path] = None) -> "MaskDecoderModule":
+        module = cls(feature_dim=int(feature_dim), use_landmarks=bool(cfg.model.use_landmarks),
+                     full_face=bool(cfg.model.full_face), **_decoder_kwargs(cfg, cls.STAGE))
+        if cfg.model.init_from_face_decoder:
+            if face_decoder_ckpt is None:
+                raise ValueError("model.init_from_face_decoder=true needs the face decoder checkpoint")
+            module.init_from_face_decoder(face_decoder_ckpt)
+        return module
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        return self.decoder(features)
+
+    def init_from_face_decoder(self, source: "str | Path | FaceDecoderModule") -> list[str]:
+        """Copy the face decoder's weights where they mean the same thing; returns the copied names.
+
+        Copied: the shared layer and the whole conv stack (same shapes); the landmark head's rows of the
+        40 lower points (or all 68 with full_face); the texture FC whole (full_face) or, when the split
+        row falls on a coarse-grid row, the FC rows of the grid cells that cover the lower band.
+        """
+        face = source if isinstance(source, FaceDecoderModule) else load_stage(
+            source, FaceDecoderModule.STAGE, self.hparams.feature_dim)
+        src, dst = face.decoder.state_dict(), self.decoder.state_dict()
+        new: dict[str, torch.Tensor] = {}
+        for name, value in dst.items():
+            if name.startswith("landmarks.") or name.startswith("texture.fc."):
+                continue
+            if name in src and src[name].shape == value.shape:
+                new[name] = src[name]
+        if self.decoder.landmarks is not None and face.decoder.landmarks is not None:
+            idx = torch.arange(NUM_LANDMARKS) if self.hparams.full_face else torch.tensor(LOWER_POINTS)
+            rows = torch.stack([2 * idx, 2 * idx + 1], 1).reshape(-1)
+            for p in ("weight", "bias"):
+                new[f"landmarks.fc.{p}"] = src[f"landmarks.fc.{p}"][rows]
+        new.update(self._texture_fc_from(face.decoder, src))
+        self.decoder.load_state_dict({**dst, **new})
+        return sorted(new)
+
+    def _texture_fc_from(self, face: Decoder, src: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        ours = self.decoder.texture
+        if src["texture.fc.weight"].shape[1] != ours.fc.in_features or face.texture.channels != ours.channels:
+            return {}
+        if self.hparams.full_face:
+            if face.texture.grid != ours.grid:
+                return {}
+            return {"texture.fc.weight": src["texture.fc.weight"], "texture.fc.bias": src["texture.fc.bias"]}
+        cell = self.hparams.image_size / face.texture.grid[0]
+        top = self.hparams.split_row / cell
+        (fh, fw), (lh, lw) = face.texture.grid, ours.grid
+        if top != int(top) or fw != lw or int(top) + lh > fh:
+            return {}
+        top = int(top)
+        c = ours.channels
+        w = src["texture.fc.weight"].view(c, fh, fw, -1)[:, top:top + lh].reshape(c * lh * lw, -1)
+        b = src["texture.fc.bias"].view(c, fh, fw)[:, top:top + lh].reshape(-1)
+        return {"texture.fc.weight": w, "texture.fc.bias": b}
+
+    def compute_losses(self, batch):
+        image, points = self.decoder(batch["features"])
+        image = image.float()
+        hp = self.hparams
+        target = batch["face"] if hp.full_face else batch["lower"]
+        loss = hp.texture_weight * F.l1_loss(image, target)
+        if points is not None:
+            truth = batch["landmarks"] if hp.full_face else batch["lower_landmarks"]
+            loss = loss + hp.landmark_weight * F.mse_loss(points.float(), truth)
+        lower = image[:, :, hp.split_row:] if hp.full_face else image
+        return loss, {"l1_lower": F.l1_loss(lower.detach(), batch["lower"])}
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int = 0) -> torch.Tensor:
+        return self.decoder.draw(batch["features"])
+
+
+class EncoderDistillModule(_StageModule):
+    """Stage 3: the visible upper rows -> the teacher's features of the whole face (MSE or cosine)."""
+
+    STAGE = "encoder"
+    EXTRA_METRICS = ("cosine",)
+
+    def __init__(self, feature_dim: int, image_size: int, split_row: int, encoder: str = "vgg",
+                 encoder_width: int = 32, encoder_weights: Optional[str] = None, encoder_loss: str = "mse",
+                 lr: float = 1e-4, weight_decay: float = 0.0, stage: str = "encoder"):
+        super().__init__()
+        self._check_stage(stage)
+        if encoder_loss not in ("mse", "cosine"):
+            raise ValueError(f"encoder_loss must be mse or cosine, got '{encoder_loss}'")
+        self.save_hyperparameters(logger=False)
+        self.encoder = UpperEncoder(feature_dim, encoder, encoder_width, encoder_weights)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, feature_dim: int) -> "EncoderDistillModule":
+        size = int(cfg.data.image_size)
+        s = cfg.stages[cls.STAGE]
+        weights = cfg.model.encoder_weights
+        return cls(feature_dim=int(feature_dim), image_size=size, split_row=split_row_for(size, cfg.data.split_row),
+                   encoder=str(cfg.model.encoder), encoder_width=int(cfg.model.encoder_width),
+                   encoder_weights=None if weights is None else str(weights),
+                   encoder_loss=str(cfg.model.encoder_loss), lr=float(s.lr), weight_decay=float(s.weight_decay))
+
+    def forward(self, upper: torch.Tensor) -> torch.Tensor:
+        return self.encoder(upper)
+
+    def compute_losses(self, batch):
+        pred = self.encoder(batch["upper"]).float()
+        teacher = batch["features"].float()
+        cosine = F.cosine_similarity(pred, teacher, dim=1).mean()
+        loss = 1 - cosine if self.hparams.encoder_loss == "cosine" else F.mse_loss(pred, teacher)
+        return loss, {"cosine": cosine.detach()}
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int = 0) -> torch.Tensor:
+        return self.encoder(batch["upper"])
+
+
+STAGES: dict[str, type[_StageModule]] = {
+    m.STAGE: m for m in (FaceDecoderModule, MaskDecoderModule, EncoderDistillModule)}
+
+
+def load_stage(path: str | Path, expected_stage: str, feature_dim: Optional[int] = None) -> _StageModule:
+    """A stage module from a Lightning checkpoint, loaded without unpickling code, in eval mode.
+
+    Raises StageMismatchError when the checkpoint is of another stage or another feature size.
+    """
+    if expected_stage not in STAGES:
+        raise ValueError(f"unknown stage '{expected_stage}'; one of {', '.join(STAGES)}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    hparams = dict(ckpt.get("hyper_parameters") or {})
+    stage = hparams.get("stage")
+    if stage is None or "state_dict" not in ckpt:
+        raise StageMismatchError(f"checkpoint {path} is not an antimask stage checkpoint (no stage in its hparams)")
+    if stage != expected_stage:
+        raise StageMismatchError(f"checkpoint {path} is a {stage} checkpoint, expected {expected_stage}")
+    if feature_dim is not None and int(hparams["feature_dim"]) != int(feature_dim):
+        raise StageMismatchError(f"checkpoint {path} has feature size {hparams['feature_dim']}, "
+                                 f"the backbone gives {feature_dim}")
+    if stage == EncoderDistillModule.STAGE:
+        hparams["encoder_weights"] = None  # the checkpoint already holds the trained weights
+    module = STAGES[stage](**hparams)
+    module.load_state_dict(ckpt["state_dict"])
+    return module.eval()
