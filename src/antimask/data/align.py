@@ -97,13 +97,31 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = TEMPLATE_SI
     return aligned, pts, matrix, residual
 
 
-def estimate_yaw(landmarks: np.ndarray) -> float:
-    """Yaw in degrees from the nose tip's position between the jaw ends (0 = frontal, sign = side).
+# A generic 3D face (millimetre-like units) for head-pose estimation from six landmarks:
+# nose tip 30, chin 8, outer eye corners 36/45, mouth corners 48/54.
+_POSE_POINTS = [30, 8, 36, 45, 48, 54]
+_POSE_MODEL = np.array([(0.0, 0.0, 0.0), (0.0, -330.0, -65.0), (-225.0, 170.0, -135.0), (225.0, 170.0, -135.0),
+                        (-150.0, -150.0, -125.0), (150.0, -150.0, -125.0)])
 
-    A crude but monotonic estimate: asin of the left/right imbalance of the nose-to-jaw distances.
+
+def estimate_yaw(landmarks: np.ndarray) -> float:
+    """Yaw in degrees (0 = frontal; the sign says which way), by fitting a generic 3D face to six landmarks.
+
+    ``cv2.solvePnP`` with a pinhole camera whose focal length is a few face widths: the standard
+    head-pose estimate from 2D landmarks, good to a few degrees on frontal-ish faces.
     """
+    import cv2
+
     pts = np.asarray(landmarks, np.float64)
-    left = np.linalg.norm(pts[30] - pts[0])
-    right = np.linalg.norm(pts[16] - pts[30])
-    ratio = (left - right) / max(left + right, 1e-6)
-    return float(np.degrees(np.arcsin(np.clip(2 * ratio, -1, 1))))
+    image_points = pts[_POSE_POINTS]
+    width = max(np.ptp(pts[:, 0]), 1.0)
+    focal = 3.0 * width
+    center = pts.mean(0)
+    camera = np.array([[focal, 0, center[0]], [0, focal, center[1]], [0, 0, 1]])
+    ok, rvec, _ = cv2.solvePnP(_POSE_MODEL, image_points, camera, np.zeros(4), flags=cv2.SOLVEPNP_ITERATIVE)
+    if not ok:
+        return 90.0
+    rot, _ = cv2.Rodrigues(rvec)
+    # Rotation about the vertical axis, in the face's frame (y up in the model, down in the image).
+    yaw = np.degrees(np.arcsin(np.clip(-rot[2, 0], -1.0, 1.0)))
+    return float(yaw)

@@ -55,10 +55,21 @@ def load_rgb(path: str | Path, max_pixels: int) -> np.ndarray:
         raise Rejected(f"unreadable file: {err.strerror}") from None
     except UnidentifiedImageError:
         raise Rejected("not an image (unrecognised format)") from None
-    except Image.DecompressionBombError as err:
-        raise Rejected(f"image too large: {err}") from None
+    except Image.DecompressionBombError:
+        width, height = _claimed_size(path)
+        raise Rejected(f"image too large: header claims {width}x{height} pixels (limit {max_pixels})") from None
     except (OSError, ValueError, SyntaxError) as err:
         raise Rejected(f"corrupt or truncated image: {err}") from None
+
+
+def _claimed_size(path: Path) -> tuple[int, int]:
+    """The size a header claims, read past Pillow's own bomb guard (nothing is decoded)."""
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(path) as im:
+            return im.size
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def _to_rgb8(im: Image.Image) -> np.ndarray:
@@ -108,6 +119,17 @@ def detect_faces(image: np.ndarray, *, pad: float, upsample: int, cnn_fallback: 
                  for d in dlib_models.cnn_detector()(padded, upsample)]
     found.sort(key=lambda f: -f[3])
     return [f[:3] for f in found]
+
+
+def tight_crop_box(image: np.ndarray, max_aspect: float) -> list[tuple[tuple[int, int, int, int], str, float]]:
+    """The whole photo as the face box, for tight face crops that dlib's detectors miss.
+
+    Only for roughly square photos; the landmark fit's residual decides afterwards whether it was a face.
+    """
+    h, w = image.shape[:2]
+    if max(h, w) / max(1, min(h, w)) > max_aspect:
+        return []
+    return [((0, 0, w, h), "crop", 0.0)]
 
 
 def landmarks_68(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:

@@ -42,13 +42,24 @@ def _affines(src: np.ndarray, dst: np.ndarray, simplices: np.ndarray) -> np.ndar
 
 
 def triangle_map(dst_points: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """(simplices, id map): the Delaunay triangles of ``dst_points`` and each pixel's triangle (H, W)."""
+    """(simplices, id map): the Delaunay triangles of ``dst_points`` and each pixel's triangle (H, W).
+
+    Triangles are rasterised with ``cv2.fillConvexPoly`` (sub-pixel precise); the few pixels no fill
+    reached (edge rounding) are located exactly with ``Delaunay.find_simplex``.
+    """
+    import cv2
     from scipy.spatial import Delaunay
 
     tri = Delaunay(dst_points)
-    ys, xs = np.mgrid[0:height, 0:width]
-    ids = tri.find_simplex(np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64))
-    return tri.simplices, ids.reshape(height, width)
+    ids = np.full((height, width), -1, np.int32)
+    shift = 8
+    corners = np.round(dst_points[tri.simplices] * (1 << shift)).astype(np.int32)  # (T, 3, 2)
+    for t, poly in enumerate(corners):
+        cv2.fillConvexPoly(ids, poly, int(t), lineType=cv2.LINE_8, shift=shift)
+    holes = np.argwhere(ids < 0)
+    if len(holes):
+        ids[holes[:, 0], holes[:, 1]] = tri.find_simplex(holes[:, ::-1].astype(np.float64))
+    return tri.simplices, ids
 
 
 def warp_maps(src_points: list[np.ndarray], dst_points: np.ndarray, height: int,

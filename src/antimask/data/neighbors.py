@@ -9,37 +9,41 @@ INTER_AREA averages 3.5x3.5 blocks, so ||T_A - T_B|| at 64 is roughly 64/224 of 
 lambda weighs the landmarks about 3.5x more than in the paper; ``feature_size=224`` gives the paper's
 exact units (and needs the memory).
 
-The search is exact: pixels are kept as uint8 and every block of the distance matrix is computed as
-||a||^2 + ||b||^2 - 2ab in float64, where the integer dot products are exact, so the result equals
-``brute_force_neighbors``. Memory is bounded by ``augment.chunk_mb`` per block; an N x N x D tensor
+The search is exact: pixels are kept as uint8 and every block of the pixel distances is computed as
+||a||^2 + ||b||^2 - 2ab in float64, where the integer dot products are exact; the 136-dimensional
+landmark distances are cheap enough to take by direct differences (``cdist``), which avoids the
+expansion's cancellation for near-identical shapes. So the result equals ``brute_force_neighbors``. Memory is bounded by ``augment.chunk_mb`` per block; an N x N x D tensor
 is never formed. Ties are broken by the lower row index.
 """
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
+from scipy.spatial.distance import cdist
 
-from antimask.data.align import template
 
 
-def face_features(images: np.ndarray, landmarks: np.ndarray, feature_size: int) -> tuple[np.ndarray, np.ndarray]:
+def face_features(images: np.ndarray, landmarks: np.ndarray, feature_size: int,
+                  rows: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
     """(L, T): landmarks as float64 (N, 136) and uint8 pixels (N, 3 * feature_size**2) at feature_size.
 
     ``images`` may be a memory map; faces are resized one at a time so only T is ever in memory.
+    ``rows`` picks a subset of the rows (all by default) without copying the images.
     """
     import cv2
 
-    n = len(images)
-    size = int(images.shape[1]) if n else feature_size
-    # Centred on the template so the float64 expansion ||a||^2 + ||b||^2 - 2ab loses no precision.
-    lmk = np.asarray(landmarks, np.float64).reshape(n, 68, 2) - template(size).astype(np.float64)
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows, np.int64)
+    n = len(rows)
+    lmk = np.asarray(landmarks[rows], np.float64).reshape(n, 136)
     pixels = np.empty((n, 3 * feature_size * feature_size), np.uint8)
-    for i in range(n):
-        face = np.asarray(images[i])
+    for i, row in enumerate(rows):
+        face = np.asarray(images[int(row)])
         if face.shape[0] != feature_size:
             face = cv2.resize(face, (feature_size, feature_size), interpolation=cv2.INTER_AREA)
         pixels[i] = face.reshape(-1)
-    return lmk.reshape(n, 136), pixels
+    return lmk, pixels
 
 
 def _check_k(k: int, n: int) -> None:
@@ -83,7 +87,6 @@ def neighbors_from_features(lmk: np.ndarray, pixels: np.ndarray, k: int, landmar
     n, dim = pixels.shape
     _check_k(k, n)
     lmk = np.asarray(lmk, np.float64)
-    lmk_sq = (lmk ** 2).sum(1)
     pix_sq = np.einsum("ij,ij->i", pixels, pixels, dtype=np.int64).astype(np.float64)
     block = _rows_per_block(n, dim, chunk_mb)
     starts = range(0, n, block)
@@ -103,21 +106,22 @@ def neighbors_from_features(lmk: np.ndarray, pixels: np.ndarray, k: int, landmar
             pix_d[:, c0:c1] = _squared_distances(query, ref, pix_sq[r0:r1], pix_sq[c0:c1])
         del query
         dist = np.sqrt(pix_d, out=pix_d) / 255.0
-        dist += landmark_weight * np.sqrt(_squared_distances(lmk[r0:r1], lmk, lmk_sq[r0:r1], lmk_sq))
+        dist += landmark_weight * cdist(lmk[r0:r1], lmk)  # direct differences: 136 dims are cheap
         dist[np.arange(r1 - r0), np.arange(r0, r1)] = np.inf  # a face is not its own neighbour
         out_idx[r0:r1], out_dist[r0:r1] = _top_k(dist, k)
     return out_idx, out_dist
 
 
 def nearest_neighbors(images: np.ndarray, landmarks: np.ndarray, k: int, landmark_weight: float,
-                      feature_size: int = 64, chunk_mb: int = 256,
+                      feature_size: int = 64, chunk_mb: int = 256, rows: Optional[np.ndarray] = None,
                       progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest faces of every face under d(A, B): (indices (N, k) int64, distances (N, k) float64).
 
     ``images`` uint8 (N, S, S, 3) aligned faces (a memory map is fine), ``landmarks`` (N, 68, 2) at S.
+    With ``rows``, only those faces take part and indices point into ``rows`` (0..len(rows)-1).
     """
-    _check_k(k, len(images))
-    lmk, pixels = face_features(images, landmarks, feature_size)
+    _check_k(k, len(images) if rows is None else len(rows))
+    lmk, pixels = face_features(images, landmarks, feature_size, rows)
     return neighbors_from_features(lmk, pixels, k, landmark_weight, chunk_mb, progress)
 
 

@@ -22,13 +22,14 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from antimask import dlib_models
 from antimask.data import align, detect
 from antimask.data.store import SPLITS, Table, write_group
 from antimask.io import atomic_path, atomic_write_json, read_json
 
 # Options that change what prepare writes for a photo; parts made with other values are not reused.
-_PHOTO_OPTIONS = ("image_size", "pad", "upsample", "cnn_fallback", "keep", "min_face", "max_yaw", "max_pixels",
-                  "detect_max_side")
+_PHOTO_OPTIONS = ("image_size", "pad", "upsample", "cnn_fallback", "crop_fallback", "crop_max_aspect", "keep",
+                  "min_face", "max_yaw", "max_residual", "max_pixels", "detect_max_side")
 
 
 @dataclass
@@ -56,8 +57,12 @@ def process_photo(path: str, options: dict) -> dict:
         rgb = detect.load_rgb(path, options["max_pixels"])
         faces = detect.detect_faces(rgb, pad=options["pad"], upsample=options["upsample"],
                                     cnn_fallback=options["cnn_fallback"], max_side=options["detect_max_side"])
+        if not faces and options["crop_fallback"]:
+            faces = detect.tight_crop_box(rgb, options["crop_max_aspect"])
         if not faces:
-            raise detect.Rejected("no face found (dlib HOG" + (" and CNN" if options["cnn_fallback"] else "") + ")")
+            tried = "dlib HOG" + (", CNN" if options["cnn_fallback"] else "") + (
+                ", tight-crop box" if options["crop_fallback"] else "")
+            raise detect.Rejected(f"no face found ({tried})")
         box, detector, _ = faces[0] if options["keep"] == "largest" else min(faces, key=lambda f: (f[0][0], f[0][1]))
         side = min(box[2] - box[0], box[3] - box[1])
         if side < options["min_face"]:
@@ -67,6 +72,13 @@ def process_photo(path: str, options: dict) -> dict:
         if abs(yaw) > options["max_yaw"]:
             raise detect.Rejected(f"not frontal: yaw {yaw:.0f} deg (prepare.max_yaw={options['max_yaw']:.0f})")
         image, landmarks, _, residual = align.align_face(rgb, points, options["image_size"])
+        if detector == "crop" and not dlib_models.cnn_detector()(image, 0):
+            # The shape predictor draws a face shape into anything; the CNN on the aligned crop says if it was one.
+            raise detect.Rejected("no face found (dlib HOG" + (", CNN" if options["cnn_fallback"] else "")
+                                  + "; the tight-crop box was not confirmed by the CNN detector)")
+        if residual > options["max_residual"]:
+            raise detect.Rejected(f"no face found: landmarks from the {detector} box do not fit a face "
+                                  f"(residual {residual:.0f} px > prepare.max_residual={options['max_residual']:.0f})")
         return {"status": "ok", "image": image, "landmarks": landmarks, "detector": detector,
                 "faces_found": len(faces), "yaw": yaw, "residual": residual}
     except detect.Rejected as err:

@@ -46,7 +46,7 @@ def l1(drawn: np.ndarray, real: np.ndarray, split_row: Optional[int] = None) -> 
 
 def psnr(drawn: np.ndarray, real: np.ndarray, split_row: Optional[int] = None) -> np.ndarray:
     """PSNR in dB (data range 1) per face; identical faces give inf."""
-    from torchmetrics.functional import peak_signal_noise_ratio
+    from torchmetrics.functional.image import peak_signal_noise_ratio
 
     a, b = _bands(drawn, real, split_row)
     out = peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=(1, 2, 3))
@@ -55,7 +55,7 @@ def psnr(drawn: np.ndarray, real: np.ndarray, split_row: Optional[int] = None) -
 
 def ssim(drawn: np.ndarray, real: np.ndarray, split_row: Optional[int] = None) -> np.ndarray:
     """SSIM per face (Gaussian window 11, sigma 1.5, data range 1, averaged over the RGB channels)."""
-    from torchmetrics.functional import structural_similarity_index_measure
+    from torchmetrics.functional.image import structural_similarity_index_measure
 
     a, b = _bands(drawn, real, split_row)
     out = structural_similarity_index_measure(a.double(), b.double(), data_range=1.0, reduction="none")
@@ -164,37 +164,19 @@ def _template_rect(size: int = TEMPLATE_SIZE):
     return dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1)))
 
 
-def _template_detection():
-    import dlib
-
-    parts = [dlib.point(int(round(x)), int(round(y))) for x, y in template(TEMPLATE_SIZE)]
-    return dlib.full_object_detection(_template_rect(), parts)
-
-
 def dlib_descriptors(faces: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """dlib 128-d descriptors of aligned faces, (N, 128) float32.
 
-    Faces are upscaled to 224 uint8; their landmarks are the template's (they are aligned), so no
-    detector runs and a drawn face is described exactly where the real one is.
+    Faces are upscaled to 224 uint8 and described by the ``dlib`` backbone, whose landmarks are the
+    template's (the faces are aligned), so no detector runs and a drawn face is described exactly
+    where the real one is.
     """
-    import dlib
+    from antimask.backbones import create_backbone
 
-    from antimask.dlib_models import face_descriptor
-
-    model = face_descriptor()
-    det = _template_detection()
+    model = create_backbone("dlib", size=TEMPLATE_SIZE)
     images = _as_uint8_at(faces, TEMPLATE_SIZE)
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size]
-        dets = []
-        for _ in batch:
-            d = dlib.full_object_detections()
-            d.append(det)
-            dets.append(d)
-        for vecs in model.compute_face_descriptor(batch, dets):
-            out.append(np.asarray(vecs[0], np.float32))
-    return np.stack(out) if out else np.zeros((0, 128), np.float32)
+    out = [model.describe(images[start:start + batch_size]) for start in range(0, len(images), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
 
 
 # -------------------------------------------------------------------------------------------- landmarks
@@ -264,3 +246,26 @@ def bootstrap_ci(values: np.ndarray, n_resamples: int = 1000, seed: int = 0, con
         if np.isfinite(low) and np.isfinite(high):
             return mean, low, high
     return mean, float("nan"), float("nan")
+
+
+# ------------------------------------------------------------------------------------------------- all
+def face_metrics(drawn: np.ndarray, real: np.ndarray, split_row: int, verify_threshold: float,
+                 drawn_features: Optional[np.ndarray] = None, real_features: Optional[np.ndarray] = None,
+                 real_descriptors: Optional[np.ndarray] = None, real_landmarks: Optional[np.ndarray] = None,
+                 batch_size: int = 32) -> dict[str, np.ndarray]:
+    """Every per-face metric of one method, named as the report names them, each (N,).
+
+    ``cosine`` needs the teacher features of drawn and real faces; the real faces' descriptors and
+    landmarks may be passed in so that they are computed once for all methods.
+    """
+    out = image_metrics(drawn, real, split_row)
+    if drawn_features is not None and real_features is not None:
+        out["cosine"] = cosine_similarity(drawn_features, real_features)
+    if real_descriptors is None:
+        real_descriptors = dlib_descriptors(real, batch_size)
+    out["identity_distance"] = identity_distance(dlib_descriptors(drawn, batch_size), real_descriptors)
+    out["verified"] = verified(out["identity_distance"], verify_threshold)
+    if real_landmarks is None:
+        real_landmarks = predict_landmarks(real)
+    out["landmark_error"] = landmark_error(predict_landmarks(drawn), real_landmarks)
+    return out

@@ -40,11 +40,13 @@ class ImageGridCallback(pl.Callback):
     Stages whose predict_step does not return an image (the encoder) are skipped.
     """
 
-    def __init__(self, every_n_epochs: int = 1, max_faces: int = 8, folder: Optional[str | Path] = None):
+    def __init__(self, every_n_epochs: int = 1, max_faces: int = 8, folder: Optional[str | Path] = None,
+                 split_row: Optional[int] = None):
         super().__init__()
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be at least 1, got {every_n_epochs}")
         self.every_n_epochs, self.max_faces, self.folder = every_n_epochs, max_faces, folder
+        self.split_row = split_row  # None: the batch's own split (the height of "upper")
         self._batch: Optional[dict[str, torch.Tensor]] = None
         self.saved: list[Path] = []
 
@@ -66,7 +68,8 @@ class ImageGridCallback(pl.Callback):
         face = batch["face"]
         if not (torch.is_tensor(drawn) and drawn.dim() == 4 and drawn.shape[1] == 3):
             return
-        grid = render_grid(face, drawn, batch["upper"].shape[-2])
+        row = self.split_row if self.split_row is not None else batch["upper"].shape[-2]
+        grid = render_grid(face, drawn, row)
         self.saved.append(self._save(trainer, grid))
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
@@ -80,3 +83,7 @@ class ImageGridCallback(pl.Callback):
         with atomic_path(path) as tmp:
             Image.fromarray(grid).save(tmp, format="PNG")
         return path
+
+
+# the name the training pipeline imports
+ImageGridLogger = ImageGridCallback

@@ -164,9 +164,8 @@ class MaskDecoderModule(_StageModule):
                     face_decoder_ckpt: Optional[str | Path] = None) -> "MaskDecoderModule":
         module = cls(feature_dim=int(feature_dim), use_landmarks=bool(cfg.model.use_landmarks),
                      full_face=bool(cfg.model.full_face), **_decoder_kwargs(cfg, cls.STAGE))
-        if cfg.model.init_from_face_decoder:
-            if face_decoder_ckpt is None:
-                raise ValueError("model.init_from_face_decoder=true needs the face decoder checkpoint")
+        # model.init_from_face_decoder says whether the pipeline hands over the face decoder's checkpoint
+        if face_decoder_ckpt is not None:
             module.init_from_face_decoder(face_decoder_ckpt)
         return module
 

@@ -1,0 +1,24 @@
+"""Frozen face networks that turn aligned faces into the features the decoders draw from, and their cache."""
+
+from antimask.backbones.cache import (
+    FeatureCacheError,
+    cached_features,
+    feature_description,
+    feature_key,
+    load_cached_features,
+)
+from antimask.backbones.registry import (
+    BackboneError,
+    FrozenBackbone,
+    WeightsError,
+    backbone_from_config,
+    create_backbone,
+    list_backbones,
+    register_backbone,
+)
+
+__all__ = [
+    "BackboneError", "FeatureCacheError", "FrozenBackbone", "WeightsError", "backbone_from_config",
+    "cached_features", "create_backbone", "feature_description", "feature_key", "list_backbones",
+    "load_cached_features", "register_backbone",
+]

@@ -1,0 +1,272 @@
+"""The LightningDataModule of all three training stages: store rows in, face / upper / lower tensors out.
+
+Every sample is made on the fly from uint8: ``face`` (3, S, S) in [0, 1], ``upper`` its rows above
+``split_row`` and ``lower`` the rest (they meet exactly: cat([upper, lower], 1) == face), the 68
+landmarks and the ``LOWER_POINTS`` subset normalised by the image size, optional cached backbone
+features, the identity index and the store row.
+
+Landmark units: pixel coordinates at the training size S divided by S, so x in [0, 1) whatever S is
+and a landmark loss means the same at 64 and at 224. Pixel centres follow dlib (pixel i at i), so the
+stored 224 px point x maps to (x + 0.5) * S / 224 - 0.5 at S, which is what INTER_AREA does to the
+pixels; multiply by S to draw on the training image.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset
+
+from antimask.config import split_row_for
+from antimask.data.align import FLIP_PERMUTATION, LOWER_POINTS
+from antimask.data.store import RowArray, Store, StoreError, open_store, rebuild_hint
+from antimask.io import atomic_write_json, read_json
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+def cache_path(root: Path, size: int) -> Path:
+    return Path(root) / "cache" / f"images_{size}.npy"
+
+
+def _cache_valid(store: Store, size: int) -> bool:
+    path = cache_path(store.root, size)
+    info = path.with_suffix(".json")
+    if not (path.exists() and info.exists()):
+        return False
+    if read_json(info).get("store_digest") != store.digest:
+        return False
+    try:
+        return np.load(path, mmap_mode="r").shape == (len(store), size, size, 3)
+    except (OSError, ValueError):
+        return False
+
+
+def build_resized_cache(store: Store, size: int, progress: bool = True) -> Optional[Path]:
+    """Resize every face (photos and morphs) to size once (INTER_AREA), so loading does no resizing.
+
+    Written through a memory map beside the target and renamed into place; the .json beside it names
+    the store digest it was made from, so a changed store gets a fresh cache. None at the stored size.
+    """
+    import cv2
+
+    if size == store.image_size:
+        return None
+    path = cache_path(store.root, size)
+    if _cache_valid(store, size):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(store), size, size, 3))
+        rows = range(len(store))
+        if progress:
+            from tqdm.auto import tqdm
+
+            rows = tqdm(rows, desc=f"resize to {size}", unit="face")
+        for row in rows:
+            out[row] = cv2.resize(np.asarray(store.images[row]), (size, size), interpolation=cv2.INTER_AREA)
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    atomic_write_json(path.with_suffix(".json"), {"store_digest": store.digest, "size": size})
+    return path
+
+
+def photometric_transform(cfg: DictConfig):
+    """The encoder stage's albumentations pipeline: colour jitter, blur, JPEG artefacts, sensor noise."""
+    import albumentations as A
+
+    d = cfg.data
+    p = float(d.photometric_p)
+    return A.Compose([
+        A.ColorJitter(brightness=d.jitter, contrast=d.jitter, saturation=d.jitter, hue=d.jitter / 4, p=p),
+        A.GaussianBlur(blur_limit=(3, int(d.blur_max)), p=p),
+        A.ImageCompression(quality_range=(int(d.jpeg_quality_min), 95), p=p),
+        A.GaussNoise(std_range=(0.0, float(d.noise_std_max)), p=p),
+    ])
+
+
+class FaceDataset(Dataset):
+    """Store rows as training samples (see the module docstring for what one sample holds).
+
+    The image arrays are memory maps opened lazily in each process (never pickled into workers).
+    """
+
+    def __init__(self, image_files: list[Path], landmarks: np.ndarray, landmark_size: int, rows: np.ndarray,
+                 identities: np.ndarray, image_size: int, split_row: int, features: Optional[np.ndarray] = None, flip: bool = False,
+                 photometric=None):
+        self.image_files = [Path(p) for p in image_files]
+        self.rows = np.asarray(rows, np.int64)
+        self.identities = identities
+        self.size = int(image_size)
+        self.split_row = int(split_row)
+        self.features = features
+        self.flip = flip
+        self.photometric = photometric
+        self._images: Optional[RowArray] = None
+        # Landmarks in pixels at landmark_size (the stored size) to pixels at image_size.
+        scaled = (np.asarray(landmarks, np.float32) + 0.5) * (self.size / landmark_size) - 0.5
+        self.landmarks = scaled.astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_images"] = None  # a pickled memory map would copy the whole array
+        return state
+
+    @property
+    def images(self) -> RowArray:
+        if self._images is None:
+            self._images = RowArray([np.load(p, mmap_mode="r") for p in self.image_files])
+        return self._images
+
+    def __getitem__(self, index: int) -> dict:
+        flip = self.flip and bool(torch.rand(()) < 0.5)  # torch's RNG is seeded per DataLoader worker
+        return self.sample(index, flip)
+
+    def sample(self, index: int, flip: bool = False) -> dict:
+        row = int(self.rows[index])
+        image = np.asarray(self.images[row])
+        if image.shape[0] != self.size:
+            raise StoreError(f"face {row} is {image.shape[0]} px, expected {self.size}: the resized cache is stale")
+        lmk = self.landmarks[row].copy()
+        if flip:
+            image = image[:, ::-1]
+            lmk[:, 0] = (self.size - 1) - lmk[:, 0]
+            lmk = lmk[FLIP_PERMUTATION]
+        if self.photometric is not None:
+            image = self.photometric(image=np.ascontiguousarray(image))["image"]
+        # numpy, single-threaded: torch's threaded float() of a strided tensor is far slower in a loader
+        chw = np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1))
+        face = torch.from_numpy(np.divide(chw, np.float32(255.0), dtype=np.float32))
+        lmk = torch.from_numpy(lmk / self.size)
+        item = {
+            "face": face,
+            "upper": face[:, :self.split_row],
+            "lower": face[:, self.split_row:],
+            "landmarks": lmk,
+            "lower_landmarks": lmk[LOWER_POINTS],
+            "identity": int(self.identities[row]),
+            "row": row,
+        }
+        if self.features is not None:
+            item["features"] = torch.from_numpy(np.asarray(self.features[row], np.float32))
+        return item
+
+
+class FaceDataModule(pl.LightningDataModule):
+    """Store -> datasets -> loaders for every stage; ``FaceDataModule(cfg)`` with the full config."""
+
+    def __init__(self, cfg: DictConfig, features: Optional[np.ndarray] = None):
+        super().__init__()
+        self.cfg = cfg
+        self.root = Path(cfg.data.store)
+        self.size = int(cfg.data.image_size)
+        self.split_row = split_row_for(self.size, cfg.data.split_row)
+        self.features = features
+        self.store: Optional[Store] = None
+        self._identities: Optional[np.ndarray] = None
+
+    @property
+    def use_morphs(self) -> bool:
+        return bool(self.cfg.data.use_morphs and self.cfg.augment.enabled)
+
+    def prepare_data(self) -> None:
+        """Rank 0 only: prepare the store if missing, add morphs, build the resized image cache."""
+        if not (self.root / "header.json").exists():
+            from antimask.data.prepare import prepare_store
+
+            prepare_store(list(self.cfg.data.sources), self.root, self.cfg)
+        if self.use_morphs:
+            from antimask.data.augment import augment_store
+
+            augment_store(self.root, self.cfg)
+        build_resized_cache(open_store(self.root), self.size)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        """Every rank: open the store read-only (memory-mapped); nothing is written here."""
+        if self.store is not None:
+            return
+        store = open_store(self.root)
+        if self.size > store.image_size:
+            raise StoreError(f"{self.root}: data.image_size={self.size} is larger than the stored "
+                             f"{store.image_size} px; {rebuild_hint(self.root)} with a larger prepare.image_size")
+        if self.size != store.image_size and not _cache_valid(store, self.size):
+            raise StoreError(f"{cache_path(self.root, self.size)}: the {self.size} px image cache is missing or "
+                             f"stale; run FaceDataModule.prepare_data() (the Trainer does) to build it")
+        self.store = store
+        self._identities = np.unique(store.meta["identity"], return_inverse=True)[1].astype(np.int64)
+        if self.features is not None:
+            self.attach_features(self.features)
+
+    def attach_features(self, features: np.ndarray) -> None:
+        """Cached backbone features, (N, D) for every store row (photos and morphs)."""
+        if self.store is not None and len(features) != len(self.store):
+            raise ValueError(f"features have {len(features)} rows, the store {self.root} has {len(self.store)}; "
+                             "recompute the feature cache for this store")
+        self.features = features
+
+    @property
+    def image_files(self) -> list[Path]:
+        if self.size != self.store.image_size:
+            return [cache_path(self.root, self.size)]
+        files = [self.root / "images.npy"]
+        if self.store.num_morphs:
+            files.append(self.root / "morphs" / "images.npy")
+        return files
+
+    def dataset(self, split: str, train: bool = False) -> FaceDataset:
+        """The dataset of a split; ``train`` adds the morphs (data.use_morphs), flips and photometrics."""
+        if self.store is None:
+            self.setup()
+        rows = self.store.rows(split, morphs=train and self.use_morphs)
+        if not len(rows):
+            raise StoreError(f"{self.root}: the '{split}' split has no faces ({self.store.summary() or 'no summary'}); "
+                             f"check prepare.test_fraction / prepare.val_fraction or add photos")
+        d = self.cfg.data
+        return FaceDataset(
+            self.image_files, np.concatenate([np.asarray(p) for p in self.store.landmarks.parts]),
+            self.store.image_size, rows, self._identities,
+            self.size, self.split_row, self.features, flip=train and bool(d.flip),
+            photometric=photometric_transform(self.cfg) if train and d.photometric else None)
+
+    @property
+    def batch_size_per_device(self) -> int:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        total = int(self.cfg.data.batch_size)
+        if total % world:
+            raise ValueError(f"data.batch_size={total} is not divisible by the {world} devices; "
+                             f"use a multiple of {world}")
+        return total // world
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        d = self.cfg.data
+        workers = int(d.num_workers)
+        return DataLoader(
+            self.dataset(split, train), batch_size=self.batch_size_per_device, shuffle=train,
+            num_workers=workers, pin_memory=bool(d.pin_memory) and torch.cuda.is_available(),
+            persistent_workers=bool(d.persistent_workers) and workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(str(self.cfg.eval.split), train=False)

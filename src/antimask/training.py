@@ -1,0 +1,199 @@
+"""`antimask train STAGE`: config -> datamodule -> LightningModule -> Trainer, for one stage.
+
+A run folder holds every stage of one experiment::
+
+    RUN/config.yaml  RUN/manifest.json
+    RUN/<stage>/checkpoints/{best,last}.ckpt  RUN/<stage>/metrics.csv  RUN/<stage>/images/
+
+Stages hand over through ``manifest.json`` (checkpoint paths, store digest, config hash, metrics),
+never through an implicit "latest" lookup. Only rank 0 writes the manifest.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig
+
+from antimask.config import config_hash, save_config
+from antimask.io import atomic_write_json, read_json
+
+STAGES = ("face_decoder", "mask_decoder", "encoder")
+
+
+class ManifestError(RuntimeError):
+    """A run folder whose manifest lacks a stage another stage needs, or points outside the run."""
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.run.dir)
+
+
+def stage_dir(cfg: DictConfig, stage: str) -> Path:
+    return run_dir(cfg) / stage
+
+
+def read_manifest(folder: str | Path) -> dict:
+    path = Path(folder) / "manifest.json"
+    return read_json(path) if path.exists() else {"stages": {}}
+
+
+def safe_path(folder: str | Path, relative: str) -> Path:
+    """A path from a manifest, resolved inside the run folder; anything pointing outside is refused."""
+    root = Path(folder).resolve()
+    path = (root / relative).resolve()
+    if root != path and root not in path.parents:
+        raise ManifestError(f"{Path(folder) / 'manifest.json'}: path '{relative}' points outside the run folder {root}")
+    return path
+
+
+def stage_checkpoint(folder: str | Path, stage: str, which: str = "best") -> Path:
+    """The checkpoint a finished stage recorded in the manifest."""
+    manifest = read_manifest(folder)
+    entry = manifest.get("stages", {}).get(stage)
+    if not entry or entry.get("status") != "done":
+        raise ManifestError(
+            f"{Path(folder) / 'manifest.json'}: stage '{stage}' has not finished in this run; "
+            f"train it first with `antimask train {stage} run.dir={folder}`")
+    path = safe_path(folder, entry[f"{which}_checkpoint"])
+    if not path.exists():
+        raise ManifestError(f"{path}: checkpoint of stage '{stage}' listed in the manifest is missing")
+    return path
+
+
+def update_manifest(cfg: DictConfig, stage: str, entry: dict, store_digest: str) -> dict:
+    folder = run_dir(cfg)
+    manifest = read_manifest(folder)
+    manifest.update({"config_hash": config_hash(cfg), "store": str(Path(cfg.data.store)), "store_digest": store_digest})
+    manifest.setdefault("stages", {})[stage] = entry
+    atomic_write_json(folder / "manifest.json", manifest)
+    return manifest
+
+
+def _wandb_mode(cfg: DictConfig) -> str:
+    if cfg.wandb.mode:
+        return cfg.wandb.mode
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or "api.wandb.ai" in (
+        Path.home().joinpath(".netrc").read_text() if Path.home().joinpath(".netrc").exists() else "")
+    return "online" if has_key else "offline"
+
+
+def loggers(cfg: DictConfig, stage: str) -> list:
+    from pytorch_lightning.loggers import CSVLogger
+
+    folder = stage_dir(cfg, stage)
+    out: list = [CSVLogger(save_dir=str(folder), name="", version="")]
+    if cfg.wandb.enabled:
+        from pytorch_lightning.loggers import WandbLogger
+
+        name = cfg.run.name or run_dir(cfg).name
+        out.append(WandbLogger(project=cfg.wandb.project, entity=cfg.wandb.entity, name=f"{name}/{stage}",
+                               group=cfg.wandb.group or name, job_type=stage, tags=list(cfg.wandb.tags),
+                               save_dir=str(run_dir(cfg)), mode=_wandb_mode(cfg)))
+    return out
+
+
+def _plugins(cfg: DictConfig) -> list:
+    from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+    if SLURMEnvironment.detect():
+        # Lightning saves a checkpoint and requeues the job on the signal sbatch sends before the limit.
+        return [SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1)]
+    return []
+
+
+def build_trainer(cfg: DictConfig, stage: str, callbacks: Optional[list] = None, **overrides: Any):
+    """The Lightning Trainer for one stage, built from ``cfg.trainer`` and ``cfg.stages.<stage>``."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from antimask.models.callbacks import ImageGridLogger
+    from antimask.guards import FiniteLossGuard
+
+    t, s = cfg.trainer, cfg.stages[stage]
+    folder = stage_dir(cfg, stage)
+    best = ModelCheckpoint(dirpath=str(folder / "checkpoints"), filename="best", monitor="val/loss", mode="min",
+                           save_last=True, save_top_k=1)
+    extra = [best, FiniteLossGuard(),
+             ImageGridLogger(every_n_epochs=t.image_log_every_n_epochs, split_row=None)]
+    kwargs = dict(
+        default_root_dir=str(folder), max_epochs=s.max_epochs, accelerator=t.accelerator, devices=t.devices,
+        num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision, gradient_clip_val=t.gradient_clip_val,
+        accumulate_grad_batches=t.accumulate_grad_batches, sync_batchnorm=t.sync_batchnorm,
+        log_every_n_steps=t.log_every_n_steps, deterministic=t.deterministic, fast_dev_run=t.fast_dev_run,
+        check_val_every_n_epoch=t.check_val_every_n_epoch, logger=loggers(cfg, stage),
+        callbacks=extra + list(callbacks or []), plugins=_plugins(cfg), enable_model_summary=False,
+    )
+    if s.limit_train_batches is not None:
+        kwargs["limit_train_batches"] = s.limit_train_batches
+    if s.limit_val_batches is not None:
+        kwargs["limit_val_batches"] = s.limit_val_batches
+    kwargs.update(overrides)
+    return pl.Trainer(**kwargs)
+
+
+def build_module(cfg: DictConfig, stage: str, feature_dim: int, folder: Path):
+    from antimask.models.modules import EncoderDistillModule, FaceDecoderModule, MaskDecoderModule
+
+    if stage == "face_decoder":
+        return FaceDecoderModule.from_config(cfg, feature_dim)
+    if stage == "mask_decoder":
+        module = MaskDecoderModule.from_config(cfg, feature_dim)
+        if cfg.model.init_from_face_decoder:
+            module.init_from_face_decoder(stage_checkpoint(folder, "face_decoder"))
+        return module
+    if stage == "encoder":
+        return EncoderDistillModule.from_config(cfg, feature_dim)
+    raise ValueError(f"unknown stage '{stage}'; one of {', '.join(STAGES)}")
+
+
+def _resume_path(cfg: DictConfig, stage: str) -> Optional[str]:
+    wanted = cfg.trainer.ckpt_path
+    if wanted is None:
+        return None
+    if wanted == "last":
+        last = stage_dir(cfg, stage) / "checkpoints" / "last.ckpt"
+        return str(last) if last.exists() else None
+    return str(wanted)
+
+
+def train_stage(cfg: DictConfig, stage: str, datamodule=None) -> tuple[dict, dict]:
+    """Train one stage; returns (metrics, objects) so tests can assert on both."""
+    import pytorch_lightning as pl
+
+    from antimask.data.datamodule import FaceDataModule
+
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage '{stage}'; one of {', '.join(STAGES)}")
+    pl.seed_everything(cfg.run.seed, workers=True)
+    folder = run_dir(cfg)
+    dm = datamodule or FaceDataModule(cfg)
+    trainer = build_trainer(cfg, stage)
+    if trainer.is_global_zero:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, folder)
+    dm.prepare_data()
+    dm.setup("fit")
+    module = build_module(cfg, stage, dm.feature_dim, folder)
+    trainer.fit(module, datamodule=dm, ckpt_path=_resume_path(cfg, stage))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+    if trainer.is_global_zero and not cfg.trainer.fast_dev_run:
+        ckpt = trainer.checkpoint_callback
+        best = ckpt.best_model_path or ckpt.last_model_path
+        entry = {
+            "status": "done",
+            "best_checkpoint": os.path.relpath(best, folder),
+            "last_checkpoint": os.path.relpath(ckpt.last_model_path, folder),
+            "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "metrics": metrics,
+            "feature_dim": dm.feature_dim,
+            "backbone": cfg.backbone.name,
+        }
+        update_manifest(cfg, stage, entry, dm.store.digest)
+    return metrics, {"trainer": trainer, "module": module, "datamodule": dm}

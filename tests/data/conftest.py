@@ -1,0 +1,39 @@
+"""Data-test fixtures: real UTKFace faces aligned once per session, and small stores built from them."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # for _stores
+from _stores import align_photos, write_store  # noqa: E402
+
+# The root conftest is not importable by name from here (this file is also called conftest).
+_spec = importlib.util.spec_from_file_location("_tests_root_conftest_data", Path(__file__).parents[1] / "conftest.py")
+_root = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_root)
+adult_utkface = _root.adult_utkface
+
+N_FACES = 240  # enough for a few hundred-face neighbour check and 168 train faces
+
+
+@pytest.fixture(scope="session")
+def utk_faces(utkface_dir):
+    """(images uint8 (N, 224, 224, 3), landmarks float32 (N, 68, 2), names) of real aligned faces."""
+    images, landmarks, names = align_photos(adult_utkface(utkface_dir, N_FACES))
+    assert len(images) >= 0.9 * N_FACES, f"dlib found only {len(images)} of {N_FACES} faces"
+    return images, landmarks, names
+
+
+@pytest.fixture
+def make_store(utk_faces, tmp_path):
+    """A fresh photo store of the first n faces (optionally with given splits) in this test's tmp_path."""
+    images, landmarks, names = utk_faces
+
+    def make(n: int = 60, splits=None, name: str = "store") -> Path:
+        return write_store(tmp_path / name, images[:n], landmarks[:n], names[:n], splits)
+
+    return make

@@ -1,0 +1,191 @@
+"""`antimask prepare` on real photos, on every kind of bad input, and after being killed part-way."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from antimask.cli import main as cli_main
+from antimask.config import load_config
+from antimask.data import align
+from antimask.data.prepare import prepare_store
+from antimask.data.sample import portraits
+from antimask.data.store import open_store
+
+from helpers import adult_utkface
+
+
+def _rejected(store: Path) -> dict[str, str]:
+    with open(store / "rejected.csv", newline="") as fh:
+        return {Path(r["file"]).name: r["reason"] for r in csv.DictReader(fh)}
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A valid PNG signature and IHDR claiming width x height, with no pixel data behind it."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("bad")
+    face = portraits()["astronaut"]
+    Image.fromarray(face).save(folder / "good.jpg", quality=95)
+    (folder / "zero.jpg").write_bytes(b"")
+    full = (folder / "good.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(full[: len(full) // 3])
+    (folder / "text.jpg").write_text("this is not an image\n")
+    noise = np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "noface.png")
+    small = np.asarray(Image.fromarray(face).resize((150, 150)))
+    two = np.full((300, 560, 3), 200, np.uint8)
+    two[:, :300] = face
+    two[75:225, 380:530] = small
+    Image.fromarray(two).save(folder / "two_faces.png")
+    gray16 = (face.mean(2) * 257).astype(np.uint16)
+    Image.fromarray(gray16).save(folder / "sixteen_bit.png")
+    assert Image.open(folder / "sixteen_bit.png").mode.startswith("I;16")
+    Image.fromarray(face).convert("CMYK").save(folder / "cmyk.jpg")
+    rotated = Image.fromarray(np.rot90(face, k=1).copy())  # stored on its side (turned left)...
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ...with the EXIF tag that says "rotate 90 degrees clockwise to view"
+    rotated.save(folder / "exif_rotated.jpg", exif=exif, quality=95)
+    _png_header_only(folder / "huge.png", 40000, 40000)
+    (folder / "UPPER.JPEG").write_bytes((folder / "good.jpg").read_bytes() + b"")  # same content: duplicate
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bad_store(bad_inputs, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bad_store")
+    prepare_store([bad_inputs], out, load_config(None, ["prepare.workers=2"]), progress=False)
+    return out
+
+
+def test_every_bad_input_is_rejected_with_its_reason(bad_store):
+    reasons = _rejected(bad_store)
+    assert "empty file" in reasons["zero.jpg"]
+    assert "truncated" in reasons["truncated.jpg"] or "corrupt" in reasons["truncated.jpg"]
+    assert "not an image" in reasons["text.jpg"]
+    assert "no face found" in reasons["noface.png"]
+    assert "too large" in reasons["huge.png"] and "40000x40000" in reasons["huge.png"]
+    assert "duplicate" in reasons["good.jpg"] or "duplicate" in reasons["UPPER.JPEG"]
+    summary = open_store(bad_store).summary()
+    assert summary["found"] == 11 and summary["aligned"] == 5 and summary["rejected"] == 6
+
+
+def test_good_odd_formats_are_aligned(bad_store):
+    store = open_store(bad_store)
+    names = {Path(s).name: i for i, s in enumerate(store.meta["source"])}
+    assert {"sixteen_bit.png", "cmyk.jpg", "exif_rotated.jpg", "two_faces.png"} <= set(names)
+    for name, row in names.items():
+        err = np.linalg.norm(store.landmarks[row] - align.template(224), axis=1).mean()
+        assert err < 6, f"{name}: aligned landmarks {err:.1f} px from the template"
+    good = names.get("good.jpg", names.get("UPPER.JPEG"))
+    # The EXIF-rotated photo is turned upright before detection: its aligned face matches the original's.
+    diff = np.abs(store.images[names["exif_rotated.jpg"]].astype(int) - store.images[good].astype(int)).mean()
+    assert diff < 12, f"EXIF-rotated face differs from the upright one by {diff:.1f} grey levels"
+    assert store.meta["faces_found"][names["two_faces.png"]] == 2
+    # The largest face was kept: the aligned face matches the full-size portrait, not the small copy.
+    assert np.abs(store.images[names["two_faces.png"]].astype(int) - store.images[good].astype(int)).mean() < 12
+    assert store.summary()["several_faces_largest_kept"] == 1
+
+
+def test_missing_or_empty_source_is_an_error(tmp_path, capsys):
+    assert cli_main(["prepare", str(tmp_path / "nowhere"), "--out", str(tmp_path / "s")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    assert cli_main(["prepare", str(tmp_path / "empty"), "--out", str(tmp_path / "s")]) == 2
+    assert "holds no images" in capsys.readouterr().err
+
+
+def test_prepare_200_utkface_photos(utkface_dir, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in adult_utkface(utkface_dir, 200):
+        (photos / p.name).symlink_to(p)
+    out = tmp_path / "store"
+    summary = prepare_store([photos], out, load_config(None, ["prepare.workers=2"]), progress=False)
+    store = open_store(out)
+    assert summary["found"] == 200 and summary["aligned"] + summary["rejected"] == 200
+    assert summary["aligned"] >= 185, summary
+    assert store.images.shape[1:] == (224, 224, 3) and store.images.dtype == np.uint8
+    assert isinstance(store.images.parts[0], np.memmap)
+    assert sum(summary["splits"].values()) == summary["aligned"]
+    assert abs(summary["splits"]["test"] / summary["aligned"] - 0.2) < 0.03
+    # Faces differ in shape, so not every point lands on the template, but the eyes (which the
+    # similarity transform pins down) must: their centres within a few pixels on the median face.
+    lmk = np.asarray(store.landmarks[:])
+    t = align.template(224)
+    eye_err = np.linalg.norm(lmk[:, 36:48].mean(1) - t[36:48].mean(0), axis=1)
+    assert np.median(eye_err) < 4, f"median eye-centre error {np.median(eye_err):.1f} px"
+    assert np.linalg.norm(lmk - t, axis=2).mean() < 8
+    # A re-run over the same photos does no detection work and leaves the store as it was.
+    before = (out / "images.npy").stat().st_mtime_ns
+    again = prepare_store([photos], out, load_config(None, ["prepare.workers=2"]), progress=False)
+    assert again["aligned"] == summary["aligned"] and (out / "images.npy").stat().st_mtime_ns == before
+
+
+def test_prepare_afdb_people_never_cross_splits(afdb_dir, tmp_path):
+    people = sorted(p for p in afdb_dir.iterdir() if p.is_dir())
+    assert len(people) == 99
+    photos, linked = tmp_path / "photos", 0
+    for person in people:  # up to four photos of each of the 99 people, in a folder per person
+        (photos / person.name).mkdir(parents=True)
+        for p in sorted(person.iterdir())[:4]:
+            (photos / person.name / p.name).symlink_to(p)
+            linked += 1
+    # These tight crops defeat HOG on most photos; the tight-crop box (confirmed by the CNN) finds them.
+    cfg = load_config(None, ["prepare.workers=2", "prepare.cnn_fallback=false"])
+    summary = prepare_store([photos], tmp_path / "store", cfg, progress=False)
+    store = open_store(tmp_path / "store")
+    assert summary["found"] == linked and summary["aligned"] > 0.65 * linked, summary
+    assert summary["detectors"].get("crop", 0) > 100, summary
+    split_of: dict[str, set] = {}
+    for ident, split in zip(store.meta["identity"], store.meta["split"]):
+        split_of.setdefault(ident, set()).add(split)
+    assert len(split_of) >= 95 and all(len(s) == 1 for s in split_of.values())
+    assert set(split_of) <= {p.name for p in people}
+    n_test = sum(1 for s in split_of.values() if "test" in s)
+    assert abs(n_test / len(split_of) - 0.2) < 0.05
+
+
+def test_killed_prepare_resumes_to_the_same_store(utkface_dir, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in adult_utkface(utkface_dir, 120, start=7):
+        (photos / p.name).symlink_to(p)
+    args = [sys.executable, "-m", "antimask", "prepare", str(photos), "--quiet", "prepare.workers=1", "prepare.chunk=8"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(args + ["--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while len(list((killed / "parts").glob("*/part-*.json"))) < 3 and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    parts_before = len(list((killed / "parts").glob("*/part-*.json")))
+    assert 3 <= parts_before < 15 and not (killed / "header.json").exists(), "the kill came too late to test"
+    assert subprocess.run(args + ["--out", str(killed)], capture_output=True).returncode == 0
+    whole = tmp_path / "whole"
+    assert subprocess.run(args + ["--out", str(whole)], capture_output=True).returncode == 0
+    a, b = open_store(killed), open_store(whole)
+    assert len(a) == len(b) > 100
+    np.testing.assert_array_equal(np.load(killed / "images.npy"), np.load(whole / "images.npy"))
+    np.testing.assert_array_equal(a.landmarks[:], b.landmarks[:])
+    for column in ("source", "sha1", "identity", "split", "detector"):
+        assert list(a.meta[column]) == list(b.meta[column])
+    assert (killed / "rejected.csv").read_text() == (whole / "rejected.csv").read_text()
