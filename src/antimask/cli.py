@@ -38,6 +38,21 @@ def cmd_augment(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from antimask.training import train_stage
+
+    metrics, _ = train_stage(_config(args), args.stage)
+    print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+    return 0
+
+
+def cmd_train_all(args) -> int:
+    from antimask.training import train_all
+
+    train_all(_config(args), evaluate=not args.no_eval)
+    return 0
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="experiment YAML (only what differs from the defaults)")
     p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="config overrides")
@@ -59,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", type=Path)
     _add_config_args(p)
     p.set_defaults(func=cmd_augment)
+
+    p = sub.add_parser("train", help="train one stage")
+    p.add_argument("stage", choices=["face_decoder", "mask_decoder", "encoder"])
+    _add_config_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("train-all", help="prepare, augment, features, the three stages, then evaluate")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation report at the end")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_train_all)
     return parser
 
 
@@ -71,7 +96,11 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from antimask.backbones import BackboneError, FeatureCacheError
     from antimask.config import ConfigError
+    from antimask.data.store import StoreError
+    from antimask.models.modules import StageMismatchError
+    from antimask.training import ManifestError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     plain, overrides = _split_overrides(argv)
@@ -82,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"antimask: config error: {err}", file=sys.stderr)
         return 2
-    except FileNotFoundError as err:
+    except (FileNotFoundError, StoreError, ManifestError, FeatureCacheError, BackboneError, StageMismatchError) as err:
         print(f"antimask: {err}", file=sys.stderr)
         return 2
 

@@ -162,6 +162,36 @@ def _resume_path(cfg: DictConfig, stage: str) -> Optional[str]:
     return str(wanted)
 
 
+def _wait_until(ready, what: str, timeout: float = 6 * 3600, poll: float = 2.0) -> None:
+    import time
+
+    deadline = time.time() + timeout
+    while not ready():
+        if time.time() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
+        time.sleep(poll)
+
+
+# Keys that do not change what a stage learns; a finished stage is reused when only these differ.
+_NOT_RESULTS = ("trainer.ckpt_path", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.accelerator",
+                "trainer.log_every_n_steps", "trainer.image_log_every_n_epochs", "data.num_workers",
+                "data.pin_memory", "data.persistent_workers", "prepare.workers", "augment.workers", "wandb", "run.name",
+                "eval")
+
+
+def results_hash(cfg: DictConfig) -> str:
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for key in _NOT_RESULTS:
+        *parents, leaf = key.split(".")
+        holder = plain
+        for part in parents:
+            holder = holder.get(part, {})
+        holder.pop(leaf, None)
+    return config_hash(OmegaConf.create(plain))
+
+
 def train_stage(cfg: DictConfig, stage: str, datamodule=None) -> tuple[dict, dict]:
     """Train one stage; returns (metrics, objects) so tests can assert on both."""
     import pytorch_lightning as pl
@@ -177,7 +207,9 @@ def train_stage(cfg: DictConfig, stage: str, datamodule=None) -> tuple[dict, dic
     if trainer.is_global_zero:
         folder.mkdir(parents=True, exist_ok=True)
         save_config(cfg, folder)
-    dm.prepare_data()
+        dm.prepare_data()  # Lightning calls it again inside fit; by then it finds everything done
+    else:  # processes started by torchrun/SLURM all run this line; only rank 0 may write the store
+        _wait_until(dm.is_prepared, f"rank 0 to prepare {cfg.data.store}")
     dm.setup("fit")
     module = build_module(cfg, stage, dm.feature_dim, folder)
     trainer.fit(module, datamodule=dm, ckpt_path=_resume_path(cfg, stage))
@@ -193,7 +225,50 @@ def train_stage(cfg: DictConfig, stage: str, datamodule=None) -> tuple[dict, dic
             "global_step": trainer.global_step,
             "metrics": metrics,
             "feature_dim": dm.feature_dim,
+            "config_hash": results_hash(cfg),
             "backbone": cfg.backbone.name,
         }
         update_manifest(cfg, stage, entry, dm.store.digest)
     return metrics, {"trainer": trainer, "module": module, "datamodule": dm}
+
+
+def train_all(cfg: DictConfig, evaluate: bool = True) -> dict:
+    """prepare -> augment -> features -> face decoder -> mask decoder -> encoder -> evaluation.
+
+    Finished stages (same results-relevant config) are skipped; an interrupted stage resumes from its
+    last checkpoint. Returns the manifest.
+    """
+    from omegaconf import OmegaConf
+
+    folder = run_dir(cfg)
+    done = read_manifest(folder).get("stages", {})
+    want = results_hash(cfg)
+    for stage in STAGES:
+        entry = done.get(stage, {})
+        if entry.get("status") == "done":
+            if entry.get("config_hash") != want:
+                raise ManifestError(
+                    f"{folder / 'manifest.json'}: stage '{stage}' was trained with another config; use a new "
+                    f"run.dir, or delete {folder / stage} to retrain it")
+            print(f"[train-all] {stage}: done before, skipped ({entry['best_checkpoint']})")
+            continue
+        stage_cfg = OmegaConf.merge(cfg, {"trainer": {"ckpt_path": "last"}})
+        print(f"[train-all] {stage}: training (resumes from its last checkpoint if one exists)")
+        train_stage(stage_cfg, stage)
+    manifest = read_manifest(folder)
+    if evaluate and not cfg.trainer.fast_dev_run and _is_rank_zero():
+        from antimask.evaluation.evaluate import evaluate_run
+
+        result = evaluate_run(folder, split=cfg.eval.split)
+        manifest = read_manifest(folder)
+        print(f"[train-all] report: {result['paths']['report']}")
+    if _is_rank_zero():
+        print(f"[train-all] model: {folder / 'manifest.json'} (encoder + mask decoder checkpoints); "
+              f"use it with `antimask predict {folder} PHOTO --out OUT`")
+    return manifest
+
+
+def _is_rank_zero() -> bool:
+    from pytorch_lightning.utilities import rank_zero_only
+
+    return rank_zero_only.rank == 0

@@ -5,6 +5,7 @@ from antimask.backbones.cache import (
     cached_features,
     feature_description,
     feature_key,
+    features_dir,
     load_cached_features,
 )
 from antimask.backbones.registry import (
@@ -19,6 +20,6 @@ from antimask.backbones.registry import (
 
 __all__ = [
     "BackboneError", "FeatureCacheError", "FrozenBackbone", "WeightsError", "backbone_from_config",
-    "cached_features", "create_backbone", "feature_description", "feature_key", "list_backbones",
+    "cached_features", "create_backbone", "feature_description", "feature_key", "features_dir", "list_backbones",
     "load_cached_features", "register_backbone",
 ]

@@ -169,8 +169,9 @@ class FaceDataset(Dataset):
 class FaceDataModule(pl.LightningDataModule):
     """Store -> datasets -> loaders for every stage; ``FaceDataModule(cfg)`` with the full config."""
 
-    def __init__(self, cfg: DictConfig, features: Optional[np.ndarray] = None):
+    def __init__(self, cfg: DictConfig, features: Optional[np.ndarray] = None, load_features: bool = True):
         super().__init__()
+        self.load_features = load_features
         self.cfg = cfg
         self.root = Path(cfg.data.store)
         self.size = int(cfg.data.image_size)
@@ -184,19 +185,35 @@ class FaceDataModule(pl.LightningDataModule):
         return bool(self.cfg.data.use_morphs and self.cfg.augment.enabled)
 
     def prepare_data(self) -> None:
-        """Rank 0 only: prepare the store if missing, add morphs, build the resized image cache."""
-        if not (self.root / "header.json").exists():
-            from antimask.data.prepare import prepare_store
+        """Rank 0 only: prepare the store (the embedded sample when no sources are given and no store
+        exists), add morphs, cache the backbone's features, build the resized image cache."""
+        sources = list(self.cfg.data.sources)
+        if sources or not (self.root / "header.json").exists():
+            from antimask.data.prepare import prepare_store, sample_sources
 
-            prepare_store(list(self.cfg.data.sources), self.root, self.cfg)
+            prepare_store(sources or sample_sources(), self.root, self.cfg)
         if self.use_morphs:
             from antimask.data.augment import augment_store
 
             augment_store(self.root, self.cfg)
-        build_resized_cache(open_store(self.root), self.size)
+        store = open_store(self.root)
+        from antimask.backbones import backbone_from_config, cached_features
+
+        cached_features(store, backbone_from_config(self.cfg), batch_size=int(self.cfg.backbone.batch_size))
+        build_resized_cache(store, self.size)
+
+    def is_prepared(self) -> bool:
+        """Whether prepare_data has finished (for ranks that must wait for rank 0 before setup)."""
+        try:
+            store = open_store(self.root)
+        except StoreError:
+            return False
+        if self.use_morphs and not store.num_morphs:
+            return False
+        return self.size == store.image_size or _cache_valid(store, self.size)
 
     def setup(self, stage: Optional[str] = None) -> None:
-        """Every rank: open the store read-only (memory-mapped); nothing is written here."""
+        """Every rank: open the store read-only (memory-mapped) and its feature cache; nothing is written."""
         if self.store is not None:
             return
         store = open_store(self.root)
@@ -208,8 +225,21 @@ class FaceDataModule(pl.LightningDataModule):
                              f"stale; run FaceDataModule.prepare_data() (the Trainer does) to build it")
         self.store = store
         self._identities = np.unique(store.meta["identity"], return_inverse=True)[1].astype(np.int64)
+        if self.features is None and self.load_features:
+            from antimask.backbones import backbone_from_config, features_dir, feature_key, load_cached_features
+
+            key = feature_key(store, backbone_from_config(self.cfg))
+            if (features_dir(store) / f"{key}.npy").exists():  # else a stage that needs them says so
+                self.features = load_cached_features(store, key)
         if self.features is not None:
             self.attach_features(self.features)
+
+    @property
+    def feature_dim(self) -> int:
+        if self.features is None:
+            raise RuntimeError(f"{self.root}: no cached '{self.cfg.backbone.name}' features for this store; "
+                               "FaceDataModule.prepare_data() computes them")
+        return int(self.features.shape[1])
 
     def attach_features(self, features: np.ndarray) -> None:
         """Cached backbone features, (N, D) for every store row (photos and morphs)."""

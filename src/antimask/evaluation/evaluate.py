@@ -1,0 +1,323 @@
+"""`antimask evaluate RUN_DIR`: the trained run's methods and the training-free baselines drawn on the
+same test faces, scored per face with bootstrap intervals, and written as a report beside the run.
+
+Methods, in the report's order: ``anti_mask`` (encoder + mask decoder, composited as ``AntiMask``
+does), the Anti-Mask of every extra run (ablations), ``full_face_redraw`` (the face decoder on the
+teacher's features of the whole real face: the paper's full-face redraw), ``encoder_face_decoder``
+(encoder features -> face decoder, real upper band kept), then every baseline of ``BASELINES``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from antimask.config import load_config, split_row_for
+from antimask.evaluation.baselines import BASELINES, create_baseline, match_seam_colour
+from antimask.evaluation.metrics import cosine_similarity, dlib_descriptors, face_metrics, predict_landmarks
+from antimask.evaluation.report import METRICS, write_report
+from antimask.io import atomic_write_text
+
+MODEL_STAGES = ("face_decoder", "mask_decoder", "encoder")
+ANTIMASK_STAGES = ("encoder", "mask_decoder")
+
+
+class EvaluationError(ValueError):
+    """A run or split that cannot be evaluated; the message says what to change."""
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+def run_config(run_dir: str | Path, overrides: Optional[list[str]] = None) -> DictConfig:
+    """The resolved config a run was trained with (RUN/config.yaml), with ``key=value`` overrides."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise EvaluationError(f"{path}: not found; {run_dir} is not a trained run folder "
+                              "(train it with `antimask train-all run.dir=...`)")
+    return load_config(path, list(overrides or []))
+
+
+def faces_at(store, rows: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, size, size, 3) faces of store ``rows``: the datamodule's resized cache when it is
+    valid, else resized here the same way (INTER_AREA)."""
+    import cv2
+
+    from antimask.data.datamodule import _cache_valid, cache_path
+
+    rows = np.asarray(rows, np.int64)
+    if size == store.image_size:
+        return store.images[rows]
+    if _cache_valid(store, size):
+        return np.asarray(np.load(cache_path(store.root, size), mmap_mode="r")[rows])
+    out = np.empty((len(rows), size, size, 3), np.uint8)
+    for i, row in enumerate(rows):
+        out[i] = cv2.resize(np.asarray(store.images[int(row)]), (size, size), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """Float [0, 1] (B, 3, S, S) -> uint8 (B, S, S, 3)."""
+    return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _tensor(faces: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(faces)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def backbone_features(backbone, faces: np.ndarray, size: int, batch_size: int) -> np.ndarray:
+    """The teacher features of faces drawn at the training size, as the cached features of the real
+    faces were made: upsampled to the stored size first (bicubic), then the backbone's own input."""
+    import cv2
+
+    out = []
+    for start in range(0, len(faces), batch_size):
+        chunk = faces[start:start + batch_size]
+        if chunk.shape[1] != size:
+            chunk = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_CUBIC) for f in chunk])
+        with torch.no_grad():
+            out.append(backbone(_tensor(chunk).to(backbone.device)).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, int(backbone.feature_dim)), np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ models
+def _checkpoints(run_dir: Path, stages: tuple[str, ...]) -> dict[str, Path]:
+    """Every needed stage's best checkpoint; the ManifestError names the first missing stage."""
+    from antimask.training import stage_checkpoint
+
+    return {stage: stage_checkpoint(run_dir, stage) for stage in stages}
+
+
+def _load(ckpts: dict[str, Path], feature_dim: int, size: int, split_row: int, where: Path) -> dict[str, Any]:
+    from antimask.models.modules import load_stage
+
+    modules = {stage: load_stage(path, stage, feature_dim) for stage, path in ckpts.items()}
+    for stage, module in modules.items():
+        got = (int(module.hparams.image_size), int(module.hparams.split_row))
+        if got != (size, split_row):
+            raise EvaluationError(f"{ckpts[stage]}: the {stage} of {where} draws {got[0]} px faces split at row "
+                                  f"{got[1]}, this evaluation is at {size} px split at row {split_row}")
+    return modules
+
+
+def _batched(fn, faces: np.ndarray, batch_size: int, *extra: np.ndarray) -> np.ndarray:
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(faces), batch_size):
+            args = [a[start:start + batch_size] for a in extra]
+            out.append(fn(_tensor(faces[start:start + batch_size]), *args))
+    return np.concatenate(out)
+
+
+def draw_anti_mask(encoder, mask_decoder, real: np.ndarray, split_row: int, seam_width: int,
+                   batch_size: int) -> np.ndarray:
+    """Encoder + mask decoder composited exactly as ``AntiMask`` does (rows of seam weight 0 are real)."""
+    from antimask.models.antimask import AntiMask
+
+    model = AntiMask(encoder.encoder, mask_decoder.decoder, real.shape[1], split_row, seam_width)
+    return _keep_real_rows(_batched(lambda x: to_uint8(model(x)), real, batch_size), real, split_row, seam_width)
+
+
+def draw_full_face(face_decoder, features: np.ndarray, batch_size: int) -> np.ndarray:
+    """The face decoder's whole face from the teacher's features of the whole real face."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(features), batch_size):
+            f = torch.from_numpy(np.asarray(features[start:start + batch_size], np.float32))
+            out.append(to_uint8(face_decoder.decoder.draw(f)))
+    return np.concatenate(out)
+
+
+def draw_encoder_face_decoder(encoder, face_decoder, real: np.ndarray, split_row: int, seam_width: int,
+                              seam_rows: int, batch_size: int) -> np.ndarray:
+    """Encoder features -> the face decoder's whole face; its lower band, shifted to the colour of the
+    visible rows above the seam (it was never trained to meet a real upper band), composited."""
+    from antimask.models.antimask import composite
+
+    def draw(x: torch.Tensor) -> np.ndarray:
+        drawn = to_uint8(face_decoder.decoder.draw(encoder.encoder(x[:, :, :split_row])))
+        real_u8 = to_uint8(x)
+        drawn = match_seam_colour(drawn, real_u8, split_row, seam_rows)
+        return to_uint8(composite(x, _tensor(drawn), split_row, seam_width))
+
+    return _keep_real_rows(_batched(draw, real, batch_size), real, split_row, seam_width)
+
+
+def _keep_real_rows(drawn: np.ndarray, real: np.ndarray, split_row: int, seam_width: int) -> np.ndarray:
+    """Rows the seam gives weight 0 are the real ones bit for bit (no float round trip in between)."""
+    from antimask.models.antimask import seam_weights
+
+    w = seam_weights(real.shape[1], split_row, seam_width).numpy()
+    keep = w == 0
+    drawn[:, keep] = real[:, keep]
+    return drawn
+
+
+# -------------------------------------------------------------------------------------------------- main
+def evaluate_run(run_dir: str | Path, split: Optional[str] = None, name: Optional[str] = None,
+                 extra_runs: Optional[dict[str, str | Path]] = None, cfg_overrides: Optional[list[str]] = None,
+                 out_dir: Optional[str | Path] = None, progress: bool = False) -> dict[str, Any]:
+    """Evaluate a trained run; returns {"summary": {method: {metric: {mean, low, high, n}}}, "paths":
+    {what: path} of every report file, "dir": the report folder, "methods": [...], "n_faces": N}.
+
+    ``split`` defaults to ``eval.split``; ``extra_runs`` {label: run folder} adds each run's Anti-Mask
+    (e.g. the no-landmark and no-morph ablations, trained on the same store and face size).
+    The report goes to ``out_dir`` (default RUN/reports/<split>), or beside it when that holds one.
+    """
+    from antimask.backbones import backbone_from_config, cached_features
+    from antimask.data.store import open_store
+    from antimask.training import read_manifest
+
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir, cfg_overrides)
+    e = cfg.eval
+    split = str(split or e.split)
+    size = int(cfg.data.image_size)
+    split_row = split_row_for(size, cfg.data.split_row)
+    batch = int(cfg.data.batch_size)
+
+    # Fail on a missing stage before any slow work.
+    ckpts = _checkpoints(run_dir, MODEL_STAGES)
+    extra = {label: Path(path) for label, path in (extra_runs or {}).items()}
+    clash = set(extra) & (set(BASELINES) | {"anti_mask", "full_face_redraw", "encoder_face_decoder"})
+    if clash:
+        raise EvaluationError(f"extra run labels {sorted(clash)} clash with method names; rename them")
+    extra_cfgs = {label: run_config(path) for label, path in extra.items()}
+    extra_ckpts = {label: _checkpoints(path, ANTIMASK_STAGES) for label, path in extra.items()}
+    for label, other in extra_cfgs.items():
+        for key, ours, theirs in (("backbone.name", cfg.backbone.name, other.backbone.name),
+                                  ("data.image_size", size, int(other.data.image_size)),
+                                  ("data.split_row", split_row, split_row_for(int(other.data.image_size),
+                                                                             other.data.split_row))):
+            if ours != theirs:
+                raise EvaluationError(f"extra run '{label}' ({extra[label]}) has {key}={theirs}, "
+                                      f"the evaluated run {run_dir} has {ours}: they cannot share one table")
+
+    store = open_store(cfg.data.store)
+    manifest_digest = read_manifest(run_dir).get("store_digest")
+    if manifest_digest and manifest_digest != store.digest:
+        warnings.warn(f"{cfg.data.store} changed since {run_dir} was trained (store digest {store.digest}, "
+                      f"the manifest says {manifest_digest}): the '{split}' split may hold other faces")
+    rows = store.rows(split, morphs=False)
+    if e.max_faces is not None:
+        rows = rows[: int(e.max_faces)]
+    if not len(rows):
+        raise EvaluationError(f"{store.root}: the '{split}' split has no photos to evaluate "
+                              f"({store.summary().get('splits', 'no summary')}); check prepare.test_fraction "
+                              "or pass another split")
+    train_rows = store.rows("train", morphs=False)
+    if not len(train_rows):
+        raise EvaluationError(f"{store.root}: the train split has no photos; mean_face and nearest_neighbour "
+                              "are fit on it")
+
+    real = faces_at(store, rows, size)
+    backbone = backbone_from_config(cfg)
+    features = cached_features(store, backbone, batch_size=int(cfg.backbone.batch_size), progress=progress)
+    real_features = np.asarray(features[rows], np.float32)
+    feature_dim = int(features.shape[1])
+
+    # ---- draw
+    modules = _load(ckpts, feature_dim, size, split_row, run_dir)
+    seam = int(cfg.model.seam_width)
+    drawn: dict[str, np.ndarray] = {
+        "anti_mask": draw_anti_mask(modules["encoder"], modules["mask_decoder"], real, split_row, seam, batch)}
+    for label in extra:
+        m = _load(extra_ckpts[label], feature_dim, size, split_row, extra[label])
+        drawn[label] = draw_anti_mask(m["encoder"], m["mask_decoder"], real, split_row,
+                                      int(extra_cfgs[label].model.seam_width), batch)
+    drawn["full_face_redraw"] = draw_full_face(modules["face_decoder"], real_features, batch)
+    drawn["encoder_face_decoder"] = draw_encoder_face_decoder(
+        modules["encoder"], modules["face_decoder"], real, split_row, seam, int(e.seam_rows), batch)
+    train = faces_at(store, train_rows, size)
+    for baseline in BASELINES:
+        drawn[baseline] = create_baseline(baseline, e).fit(train).complete(real, split_row)
+    del train
+
+    # ---- score
+    n_batch = int(e.descriptor_batch)
+    real_descriptors = dlib_descriptors(real, n_batch)
+    real_landmarks = predict_landmarks(real)
+    results: dict[str, dict[str, Any]] = {}
+    for method, faces in drawn.items():
+        feats = backbone_features(backbone, faces, store.image_size, int(cfg.backbone.batch_size))
+        metrics = face_metrics(faces, real, split_row, float(e.verify_threshold), feats, real_features,
+                               real_descriptors, real_landmarks, n_batch)
+        results[method] = {"metrics": metrics, "drawn": faces, "features": feats}
+    # The cosine a perfect drawing at this size would reach: the real face itself, down- and upsampled.
+    ceiling = backbone_features(backbone, real, store.image_size, int(cfg.backbone.batch_size))
+    ceiling_cos = float(np.mean(cosine_similarity(ceiling, real_features)))
+
+    meta = store.meta
+    context = {
+        "name": name or cfg.run.name or run_dir.name, "run": str(run_dir), "split": split, "n_faces": len(rows),
+        "backbone": str(cfg.backbone.name), "identity_network": "dlib", "split_row": split_row,
+        "image_size": size, "seed": int(cfg.run.seed), "real": real, "yaw": np.asarray(meta["yaw"][rows], np.float64),
+        "identities": np.asarray(meta["identity"][rows]), "real_features": real_features,
+        "loss_csv": {s: run_dir / s / "metrics.csv" for s in MODEL_STAGES if (run_dir / s / "metrics.csv").is_file()},
+        "worst_method": "anti_mask", "cosine_real_at_image_size": ceiling_cos,
+        "extra_runs": json.dumps({k: str(v) for k, v in extra.items()}) if extra else None,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    target = Path(out_dir) if out_dir is not None else run_dir / "reports" / split
+    paths = write_report(target, results, context, e)
+    report = json.loads(Path(paths["metrics"]).read_text())
+    summary = {m: {k: {s: v[s] for s in ("mean", "low", "high", "n")} for k, v in per.items()}
+               for m, per in report["methods"].items()}
+    return {"summary": summary, "paths": paths, "dir": paths["dir"], "methods": list(drawn), "n_faces": len(rows),
+            "cosine_real_at_image_size": ceiling_cos}
+
+
+# ------------------------------------------------------------------------------------------ across runs
+def _cell(stats: Optional[dict]) -> str:
+    if not stats or stats.get("mean") is None:
+        return "-"
+
+    def fmt(x):
+        if x is None:
+            return "n/a"
+        if isinstance(x, str):
+            return x
+        return f"{x:.4g}" if math.isfinite(x) else str(x)
+
+    if stats.get("low") is None:
+        return fmt(stats["mean"])
+    return f"{fmt(stats['mean'])} [{fmt(stats['low'])}, {fmt(stats['high'])}]"
+
+
+def combine_tables(reports: dict[str, str | Path], out_md: str | Path,
+                   methods: Optional[list[str]] = None) -> Path:
+    """One markdown table across runs (``make ablations``): a column per run and method, a row per metric.
+
+    ``reports`` maps a run label to its metrics.json (or the report folder holding it); ``methods``
+    picks the methods shown per run (default: each report's first method, its model).
+    """
+    if not reports:
+        raise EvaluationError("combine_tables needs at least one report")
+    columns: list[tuple[str, dict]] = []
+    for label, path in reports.items():
+        path = Path(path)
+        path = path / "metrics.json" if path.is_dir() else path
+        if not path.is_file():
+            raise EvaluationError(f"{path}: no metrics.json for run '{label}'; run `antimask evaluate` first")
+        data = json.loads(path.read_text())
+        per = data.get("methods", {})
+        wanted = methods or list(per)[:1]
+        for method in wanted:
+            if method not in per:
+                raise EvaluationError(f"{path}: run '{label}' has no method '{method}' (it has {', '.join(per)})")
+            title = label if methods is None else f"{label}: {method}"
+            columns.append((title, per[method]))
+    names = [k for k in METRICS if any(k in c for _, c in columns)]
+    names += sorted({k for _, c in columns for k in c} - set(names))
+    lines = ["# Anti-Mask: runs side by side", "", "Mean [95 % CI] per face on each run's evaluation split.", "",
+             "| metric | " + " | ".join(t for t, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for k in names:
+        label, higher = METRICS.get(k, (k, None))
+        arrow = "" if higher is None else (" (higher is better)" if higher else " (lower is better)")
+        lines.append(f"| {label}{arrow} | " + " | ".join(_cell(c.get(k)) for _, c in columns) + " |")
+    return atomic_write_text(Path(out_md), "\n".join(lines) + "\n")
