@@ -53,6 +53,22 @@ def cmd_train_all(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from antimask.evaluation.evaluate import evaluate_run
+
+    extra = dict(item.split("=", 1) for item in args.with_runs or [])
+    result = evaluate_run(args.run_dir, split=args.split, name=args.name, extra_runs=extra,
+                          cfg_overrides=args.overrides, progress=True)
+    print(f"report: {result['paths']['report']}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from antimask.inference import cmd_predict as run
+
+    return run(args)
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="experiment YAML (only what differs from the defaults)")
     p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="config overrides")
@@ -84,6 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation report at the end")
     _add_config_args(p)
     p.set_defaults(func=cmd_train_all)
+
+    p = sub.add_parser("evaluate", help="metrics, baselines and figures on a split: RUN_DIR/reports/")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--split", default=None, help="default: eval.split (test)")
+    p.add_argument("--name", default=None, help="name of this report (kept beside earlier ones)")
+    p.add_argument("--with", dest="with_runs", action="append", metavar="NAME=RUN_DIR",
+                   help="an ablation run to put in the same table (repeatable)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="complete the lower face of every face in photos")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--aligned", action="store_true", help="also write the aligned and completed crops")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 
@@ -99,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     from antimask.backbones import BackboneError, FeatureCacheError
     from antimask.config import ConfigError
     from antimask.data.store import StoreError
+    from antimask.evaluation.evaluate import EvaluationError
     from antimask.models.modules import StageMismatchError
     from antimask.training import ManifestError
 
@@ -111,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"antimask: config error: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, StoreError, ManifestError, FeatureCacheError, BackboneError, StageMismatchError) as err:
+    except (FileNotFoundError, EvaluationError, StoreError, ManifestError, FeatureCacheError, BackboneError, StageMismatchError) as err:
         print(f"antimask: {err}", file=sys.stderr)
         return 2
 

@@ -176,6 +176,28 @@ class EvalConfig:
 
 
 @dataclass
+class PredictConfig:
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto
+    batch_size: int = 16  # aligned faces per model call
+    detectors: list[str] = field(default_factory=lambda: ["hog", "hog_low", "cnn", "crop"])  # tried in this order
+    pad: float = 0.25  # replicated border (fraction of the short side) added before detection
+    detect_max_side: int = 1024  # photos are scaled down to this long side for the HOG passes
+    upsample: int = 1  # dlib HOG upsampling
+    hog_low_min_side: int = 320  # hog_low: small photos are scaled up to this short side first
+    hog_low_threshold: float = -0.5  # hog_low: dlib adjust_threshold (lower finds more masked faces)
+    cnn_max_side: int = 400  # cnn: the photo is scaled down to this long side (the CNN is slow on CPU)
+    crop_max_aspect: float = 1.6  # crop: a photo counts as a tight face crop below this long/short ratio
+    crop_refine: int = 2  # crop: landmark re-fits in the box the previous fit implies
+    crop_min_skin: float = 0.25  # crop: share of skin-coloured pixels the aligned upper band needs
+    min_face: int = 24  # smallest face box side in photo pixels
+    max_residual: float = 15.0  # px at 224: upper-landmark fit residual above this is no face
+    align_points: str = "upper"  # upper (brows, nose bridge, eyes: what a mask leaves) | all (68)
+    merge_iou: float = 0.3  # boxes overlapping more than this are one face
+    max_faces: int = 0  # completed faces per photo, largest first; 0 = all
+    feather: float = 0.08  # fraction of the aligned size over which the pasted square fades at its edges
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -187,6 +209,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
 
 
 def split_row_for(image_size: int, split_row: Optional[int] = None) -> int:
@@ -347,6 +370,26 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.eval.inpaint_radius >= 1, "eval.inpaint_radius", "must be at least 1")
     _check(cfg.eval.neighbour_chunk_mb >= 1, "eval.neighbour_chunk_mb", "must be at least 1")
     _check(cfg.eval.seam_rows >= 0, "eval.seam_rows", "must be >= 0")
+    p = cfg.predict
+    _check(p.batch_size >= 1, "predict.batch_size", "must be at least 1")
+    _check(len(p.detectors) >= 1 and all(d in ("hog", "hog_low", "cnn", "crop") for d in p.detectors),
+           "predict.detectors", f"{list(p.detectors)}: a non-empty list of hog, hog_low, cnn, crop")
+    _check(p.pad >= 0, "predict.pad", "must be >= 0")
+    for name in ("detect_max_side", "hog_low_min_side", "cnn_max_side"):
+        _check(p[name] >= 32, f"predict.{name}", "must be at least 32")
+    _check(p.upsample >= 0, "predict.upsample", "must be >= 0")
+    _check(p.crop_max_aspect >= 1, "predict.crop_max_aspect", "must be >= 1")
+    _check(p.crop_refine >= 0, "predict.crop_refine", "must be >= 0")
+    _check(0 <= p.crop_min_skin <= 1, "predict.crop_min_skin", "a fraction in [0, 1]")
+    _check(p.min_face >= 1, "predict.min_face", "must be at least 1")
+    _check(p.max_residual > 0, "predict.max_residual", "must be positive")
+    _check(p.align_points in ("upper", "all"), "predict.align_points", "one of upper, all")
+    _check(0 <= p.merge_iou <= 1, "predict.merge_iou", "in [0, 1]")
+    _check(p.max_faces >= 0, "predict.max_faces", "must be >= 0 (0 = all)")
+    _check(0 <= p.feather < 0.5, "predict.feather", "a fraction in [0, 0.5)")
+    dev = str(p.device)
+    _check(dev in ("cpu", "cuda", "auto") or dev.startswith("cuda:"), "predict.device",
+           f"'{dev}' is not one of cpu, cuda, cuda:N, auto")
 
 
 def to_yaml(cfg: DictConfig) -> str:

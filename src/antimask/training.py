@@ -50,6 +50,17 @@ def safe_path(folder: str | Path, relative: str) -> Path:
     return path
 
 
+def run_config(folder: str | Path, overrides: Optional[list[str]] = None) -> DictConfig:
+    """The resolved config a run was trained with (RUN/config.yaml), with ``key=value`` overrides."""
+    from antimask.config import load_config
+
+    path = Path(folder) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; {folder} is not a trained run folder "
+                                "(train it with `antimask train-all run.dir=...`)")
+    return load_config(path, list(overrides or []))
+
+
 def stage_checkpoint(folder: str | Path, stage: str, which: str = "best") -> Path:
     """The checkpoint a finished stage recorded in the manifest."""
     manifest = read_manifest(folder)
@@ -162,6 +173,38 @@ def _resume_path(cfg: DictConfig, stage: str) -> Optional[str]:
     return str(wanted)
 
 
+def _read_rows(path: Path) -> list[dict]:
+    import csv
+
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def torch_load_epoch(path: str) -> int:
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+
+
+def _prepend_history(path: Path, history: list[dict], resumed_epoch: int) -> None:
+    """Lightning's CSVLogger starts metrics.csv afresh on resume; keep the epochs before the resume."""
+    import csv
+    import io
+
+    from antimask.io import atomic_write_text
+
+    kept = [r for r in history if r.get("epoch", "") != "" and int(r["epoch"]) <= resumed_epoch]
+    rows = kept + _read_rows(path)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
 def _wait_until(ready, what: str, timeout: float = 6 * 3600, poll: float = 2.0) -> None:
     import time
 
@@ -212,7 +255,11 @@ def train_stage(cfg: DictConfig, stage: str, datamodule=None) -> tuple[dict, dic
         _wait_until(dm.is_prepared, f"rank 0 to prepare {cfg.data.store}")
     dm.setup("fit")
     module = build_module(cfg, stage, dm.feature_dim, folder)
-    trainer.fit(module, datamodule=dm, ckpt_path=_resume_path(cfg, stage))
+    resume = _resume_path(cfg, stage)
+    history = _read_rows(stage_dir(cfg, stage) / "metrics.csv") if resume else []
+    trainer.fit(module, datamodule=dm, ckpt_path=resume)
+    if history and trainer.is_global_zero:
+        _prepend_history(stage_dir(cfg, stage) / "metrics.csv", history, torch_load_epoch(resume))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     if trainer.is_global_zero and not cfg.trainer.fast_dev_run:
         ckpt = trainer.checkpoint_callback

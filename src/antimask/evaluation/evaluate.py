@@ -21,9 +21,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from antimask.config import load_config, split_row_for
 from antimask.evaluation.baselines import BASELINES, create_baseline, match_seam_colour
-from antimask.evaluation.metrics import cosine_similarity, dlib_descriptors, face_metrics, predict_landmarks
-from antimask.evaluation.report import METRICS, write_report
+from antimask.evaluation.metrics import (
+    cosine_similarity,
+    dlib_descriptors,
+    face_metrics,
+    identity_distance,
+    image_metrics,
+    landmark_error,
+    predict_landmarks,
+    verified,
+)
+from antimask.evaluation.report import METRICS, RANDOM_PAIR, write_report
 from antimask.io import atomic_write_text
+from antimask.training import run_config
 
 MODEL_STAGES = ("face_decoder", "mask_decoder", "encoder")
 ANTIMASK_STAGES = ("encoder", "mask_decoder")
@@ -34,15 +44,6 @@ class EvaluationError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------------ inputs
-def run_config(run_dir: str | Path, overrides: Optional[list[str]] = None) -> DictConfig:
-    """The resolved config a run was trained with (RUN/config.yaml), with ``key=value`` overrides."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise EvaluationError(f"{path}: not found; {run_dir} is not a trained run folder "
-                              "(train it with `antimask train-all run.dir=...`)")
-    return load_config(path, list(overrides or []))
-
-
 def faces_at(store, rows: np.ndarray, size: int) -> np.ndarray:
     """uint8 (N, size, size, 3) faces of store ``rows``: the datamodule's resized cache when it is
     valid, else resized here the same way (INTER_AREA)."""
@@ -158,12 +159,39 @@ def _keep_real_rows(drawn: np.ndarray, real: np.ndarray, split_row: int, seam_wi
     return drawn
 
 
+# ------------------------------------------------------------------------------------------------ scores
+def _features_are_descriptors(backbone, stored_size: int) -> bool:
+    """Whether the teacher's features of a drawn face are exactly its dlib identity descriptor (the dlib
+    backbone at 224 without jitter, on faces upsampled to 224): then dlib runs once per face, not twice."""
+    return (backbone.name == "dlib" and stored_size == 224 == int(backbone.input_size)
+            and dict(backbone.options) == {"size": 224, "num_jitters": 0})
+
+
+def score(drawn: np.ndarray, real: np.ndarray, split_row: int, verify_threshold: float,
+          drawn_features: np.ndarray, real_features: np.ndarray, real_descriptors: np.ndarray,
+          real_landmarks: np.ndarray, drawn_descriptors: Optional[np.ndarray] = None,
+          batch_size: int = 32) -> dict[str, np.ndarray]:
+    """``face_metrics``, with the drawn faces' dlib descriptors passed in when already computed."""
+    if drawn_descriptors is None:
+        return face_metrics(drawn, real, split_row, verify_threshold, drawn_features, real_features,
+                            real_descriptors, real_landmarks, batch_size)
+    out = image_metrics(drawn, real, split_row)
+    out["cosine"] = cosine_similarity(drawn_features, real_features)
+    out["identity_distance"] = identity_distance(drawn_descriptors, real_descriptors)
+    out["verified"] = verified(out["identity_distance"], verify_threshold)
+    out["landmark_error"] = landmark_error(predict_landmarks(drawn), real_landmarks)
+    return out
+
+
 # -------------------------------------------------------------------------------------------------- main
 def evaluate_run(run_dir: str | Path, split: Optional[str] = None, name: Optional[str] = None,
                  extra_runs: Optional[dict[str, str | Path]] = None, cfg_overrides: Optional[list[str]] = None,
                  out_dir: Optional[str | Path] = None, progress: bool = False) -> dict[str, Any]:
     """Evaluate a trained run; returns {"summary": {method: {metric: {mean, low, high, n}}}, "paths":
-    {what: path} of every report file, "dir": the report folder, "methods": [...], "n_faces": N}.
+    {what: path} of every report file, "dir": the report folder, "methods": [...], "n_faces": N,
+    "real": the real faces and "drawn": {method: faces} (uint8 (N, S, S, 3)), "split_row", and
+    "cosine_real_at_image_size": the mean teacher cosine of the real faces at the training size (the
+    best a drawing at that size can reach)}.
 
     ``split`` defaults to ``eval.split``; ``extra_runs`` {label: run folder} adds each run's Anti-Mask
     (e.g. the no-landmark and no-morph ablations, trained on the same store and face size).
@@ -240,17 +268,18 @@ def evaluate_run(run_dir: str | Path, split: Optional[str] = None, name: Optiona
 
     # ---- score
     n_batch = int(e.descriptor_batch)
-    real_descriptors = dlib_descriptors(real, n_batch)
+    # The cosine a perfect drawing at this size would reach: the real face itself, down- and upsampled.
+    real_resized = backbone_features(backbone, real, store.image_size, int(cfg.backbone.batch_size))
+    ceiling_cos = float(np.mean(cosine_similarity(real_resized, real_features)))
+    reuse = _features_are_descriptors(backbone, store.image_size)
+    real_descriptors = real_resized if reuse else dlib_descriptors(real, n_batch)
     real_landmarks = predict_landmarks(real)
     results: dict[str, dict[str, Any]] = {}
     for method, faces in drawn.items():
         feats = backbone_features(backbone, faces, store.image_size, int(cfg.backbone.batch_size))
-        metrics = face_metrics(faces, real, split_row, float(e.verify_threshold), feats, real_features,
-                               real_descriptors, real_landmarks, n_batch)
+        metrics = score(faces, real, split_row, float(e.verify_threshold), feats, real_features,
+                        real_descriptors, real_landmarks, feats if reuse else None, n_batch)
         results[method] = {"metrics": metrics, "drawn": faces, "features": feats}
-    # The cosine a perfect drawing at this size would reach: the real face itself, down- and upsampled.
-    ceiling = backbone_features(backbone, real, store.image_size, int(cfg.backbone.batch_size))
-    ceiling_cos = float(np.mean(cosine_similarity(ceiling, real_features)))
 
     meta = store.meta
     context = {
@@ -269,7 +298,7 @@ def evaluate_run(run_dir: str | Path, split: Optional[str] = None, name: Optiona
     summary = {m: {k: {s: v[s] for s in ("mean", "low", "high", "n")} for k, v in per.items()}
                for m, per in report["methods"].items()}
     return {"summary": summary, "paths": paths, "dir": paths["dir"], "methods": list(drawn), "n_faces": len(rows),
-            "cosine_real_at_image_size": ceiling_cos}
+            "cosine_real_at_image_size": ceiling_cos, "split_row": split_row, "real": real, "drawn": drawn}
 
 
 # ------------------------------------------------------------------------------------------ across runs
@@ -311,13 +340,17 @@ def combine_tables(reports: dict[str, str | Path], out_md: str | Path,
             if method not in per:
                 raise EvaluationError(f"{path}: run '{label}' has no method '{method}' (it has {', '.join(per)})")
             title = label if methods is None else f"{label}: {method}"
-            columns.append((title, per[method]))
+            columns.append((title, {**per[method], RANDOM_PAIR: data.get(RANDOM_PAIR)}))
     names = [k for k in METRICS if any(k in c for _, c in columns)]
-    names += sorted({k for _, c in columns for k in c} - set(names))
+    names += sorted({k for _, c in columns for k in c} - set(names) - {RANDOM_PAIR})
+    if "cosine" in names:  # the chance level right under the cosine it qualifies
+        names.insert(names.index("cosine") + 1, RANDOM_PAIR)
     lines = ["# Anti-Mask: runs side by side", "", "Mean [95 % CI] per face on each run's evaluation split.", "",
              "| metric | " + " | ".join(t for t, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for k in names:
         label, higher = METRICS.get(k, (k, None))
+        if k == RANDOM_PAIR:
+            label = "cosine, random pair of different identities (chance level)"
         arrow = "" if higher is None else (" (higher is better)" if higher else " (lower is better)")
         lines.append(f"| {label}{arrow} | " + " | ".join(_cell(c.get(k)) for _, c in columns) + " |")
     return atomic_write_text(Path(out_md), "\n".join(lines) + "\n")

@@ -1,0 +1,194 @@
+"""`antimask predict` on real masked photos with a tiny untrained run (the model's quality is not tested)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from antimask import inference
+from antimask.config import load_config, save_config
+from antimask.data.align import invert_transform
+from antimask.training import ManifestError
+
+torch.set_num_threads(1)
+
+FEATURE_DIM = 128
+SMALL = ["data.image_size=64", "model.shared_dim=64", "model.decoder_channels=32",
+         "model.decoder_upsamplings=3", "model.encoder_width=8"]
+
+
+def _save_stage(module, path: Path, root: Path) -> None:
+    import pytorch_lightning as pl
+
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(root))
+    trainer.strategy.connect(module)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(str(path))
+
+
+def make_run(folder: Path, stages=("encoder", "mask_decoder")) -> Path:
+    """A run folder as `antimask train` leaves it: config.yaml, manifest.json, stage checkpoints."""
+    from antimask.models.modules import EncoderDistillModule, MaskDecoderModule
+
+    torch.manual_seed(0)
+    cfg = load_config(None, SMALL + [f"run.dir={folder}"])
+    modules = {"encoder": EncoderDistillModule.from_config(cfg, FEATURE_DIM),
+               "mask_decoder": MaskDecoderModule.from_config(cfg, FEATURE_DIM)}
+    manifest = {"stages": {}}
+    for stage in stages:
+        rel = f"{stage}/checkpoints/best.ckpt"
+        _save_stage(modules[stage], folder / rel, folder)
+        manifest["stages"][stage] = {"status": "done", "best_checkpoint": rel, "last_checkpoint": rel}
+    save_config(cfg, folder)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def sample_50(folder: Path) -> list[Path]:
+    """The fixed 50-photo sample the issue measures detection on: every 20th photo in name order."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".jpg")[::20][:50]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="session")
+def sample_results(tiny_run, masked_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pred")
+    photos = sample_50(masked_dir)
+    assert len(photos) == 50
+    return inference.predict(tiny_run, photos, out, aligned=True, log=lambda msg: None), out
+
+
+def _photo_coords(shape, matrix):
+    """Aligned-frame (x, y) of every photo pixel centre."""
+    h, w = shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    ax = matrix[0, 0] * xs + matrix[0, 1] * ys + matrix[0, 2]
+    ay = matrix[1, 0] * xs + matrix[1, 1] * ys + matrix[1, 2]
+    return ax, ay
+
+
+def test_completes_a_face_in_most_masked_photos(sample_results):
+    results, _ = sample_results
+    ok = [k for k, r in results.items() if r["status"] == "ok"]
+    assert len(results) == 50
+    assert len(ok) / len(results) >= 0.8, {Path(k).name: r["reason"] for k, r in results.items() if r["status"] != "ok"}
+    for key in ok:
+        assert results[key]["faces"] and all(f["detector"] in inference.DETECTORS for f in results[key]["faces"])
+
+
+def test_outputs_are_tagged_pngs_of_the_photo_size(sample_results):
+    results, out = sample_results
+    ok = {k: r for k, r in results.items() if r["status"] == "ok"}
+    for key, r in ok.items():
+        stem = Path(key).stem
+        with Image.open(key) as src:
+            w, h = src.size
+        for name, size in ((f"{stem}_unmasked.png", (w, h)), (f"{stem}_compare.png", (2 * w, h)),
+                           (f"{stem}_face0_aligned.png", (64, 64)), (f"{stem}_face0_completed.png", (64, 64))):
+            path = out / name
+            assert str(path) in r["outputs"]
+            with Image.open(path) as im:
+                assert im.format == "PNG" and im.size == size and im.mode == "RGB"
+                assert "synthesized by antimask" in im.text[inference.PNG_KEY]
+                assert "not a photograph" in im.text["Comment"]
+
+
+def test_upper_face_is_kept_and_lower_face_is_drawn(sample_results, tiny_run):
+    results, out = sample_results
+    cfg = load_config(tiny_run / "config.yaml")
+    size, split = 64, 27  # split_row_for(64)
+    seam = int(cfg.model.seam_width)
+    single = [k for k, r in results.items() if r["status"] == "ok" and len(r["faces"]) == 1]
+    assert len(single) >= 20
+    changed_any = 0
+    for key in single:
+        from antimask.data.detect import load_rgb
+
+        photo = load_rgb(key, 10**8)
+        result = np.asarray(Image.open(out / f"{Path(key).stem}_unmasked.png"))
+        matrix = np.asarray(results[key]["faces"][0]["matrix"])
+        ax, ay = _photo_coords(photo.shape, matrix)
+        inside = (ax >= 0) & (ax < size)
+        upper = inside & (ay >= 0) & (ay < split - seam / 2 - 1)
+        lower = inside & (ax >= 8) & (ax < size - 8) & (ay > split + seam) & (ay < size - 8)
+        # nothing outside the pasted square changes either
+        outside = (ax < -1) | (ax > size + 1) | (ay < split - seam / 2 - 1) | (ay > size + 1)
+        assert np.array_equal(photo[outside], result[outside]), Path(key).name
+        assert upper.sum() > 0 and np.array_equal(photo[upper], result[upper]), Path(key).name
+        if lower.sum() > 0:
+            diff = np.abs(photo[lower].astype(int) - result[lower].astype(int)).mean()
+            changed_any += diff > 5
+    assert changed_any >= 0.9 * len(single)
+
+
+def test_a_photo_without_a_face_is_skipped_and_the_rest_go_on(tiny_run, masked_dir, tmp_path):
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (240, 240, 3), dtype=np.uint8)).save(noise)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    real = masked_dir / "masked_0061.jpg"  # HOG finds this one
+    out = tmp_path / "out"
+    args = argparse.Namespace(run_dir=str(tiny_run), images=[str(noise), str(real), str(broken)], out=str(out),
+                              aligned=False, overrides=[])
+    assert inference.cmd_predict(args) == 1
+    results = inference.predict(tiny_run, [noise, real, broken], out, log=lambda msg: None)
+    assert results[str(noise)]["status"] == "failed" and results[str(noise)]["reason"] == "no face found"
+    assert results[str(broken)]["status"] == "failed" and "not an image" in results[str(broken)]["reason"]
+    assert results[str(real)]["status"] == "ok"
+    assert (out / "masked_0061_unmasked.png").is_file() and (out / "masked_0061_compare.png").is_file()
+    assert not (out / "noise_unmasked.png").exists()
+    assert inference.failed(results) == [str(noise), str(broken)]
+    args.images = [str(real)]
+    assert inference.cmd_predict(args) == 0
+
+
+@pytest.mark.parametrize("missing", ["encoder", "mask_decoder"])
+def test_a_missing_stage_is_named(tiny_run, tmp_path, missing):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    del manifest["stages"][missing]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match=f"stage '{missing}'"):
+        inference.predict(run, [], tmp_path / "out")
+
+
+def test_not_a_run_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.yaml"):
+        inference.predict(tmp_path, [], tmp_path / "out")
+
+
+def test_paste_back_keeps_rows_above_the_seam():
+    size, split = 64, 27
+    alpha = inference.paste_alpha(size, split, 4, 5)
+    assert np.all(alpha[: split - 2] == 0) and alpha[40, 32] == 1 and alpha[40, 0] < 0.2 and alpha[63, 32] < 0.2
+    photo = np.full((100, 120, 3), 50, np.uint8)
+    completed = np.full((size, size, 3), 200, np.uint8)
+    matrix = np.array([[0.8, 0.0, -10.0], [0.0, 0.8, -5.0]])  # photo -> aligned
+    out = inference.paste_back(photo, completed, matrix, alpha)
+    inv = invert_transform(matrix)
+    top = (inv @ np.array([32, 10, 1])).round().astype(int)
+    low = (inv @ np.array([32, 45, 1])).round().astype(int)
+    assert tuple(out[top[1], top[0]]) == (50, 50, 50)
+    assert tuple(out[low[1], low[0]]) == (200, 200, 200)
+
+
+def test_predict_config_is_validated():
+    from antimask.config import ConfigError
+
+    with pytest.raises(ConfigError, match="predict.align_points"):
+        load_config(None, ["predict.align_points=jaw"])
+    with pytest.raises(ConfigError, match="predict.detectors"):
+        load_config(None, ["predict.detectors=[hog,haar]"])

@@ -1,0 +1,109 @@
+"""`antimask train` on real faces: each stage runs, learns, resumes, runs in bf16 and under DDP."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from antimask.config import load_config
+from antimask.data.store import open_store
+from antimask.training import ManifestError, read_manifest, stage_checkpoint, train_stage
+from helpers import REPO, adult_utkface
+
+STAGES = ("face_decoder", "mask_decoder", "encoder")
+
+
+@pytest.fixture(scope="session")
+def utk_photos(utkface_dir, tmp_path_factory) -> Path:
+    photos = tmp_path_factory.mktemp("utk_photos")
+    for p in adult_utkface(utkface_dir, 120, start=3):
+        (photos / p.name).symlink_to(p)
+    return photos
+
+
+@pytest.fixture(scope="session")
+def utk_store(utk_photos, tmp_path_factory) -> Path:
+    """A store of ~120 real faces with morphs and dlib features, prepared once for the session."""
+    from antimask.data.datamodule import FaceDataModule
+
+    store = tmp_path_factory.mktemp("utk_store")
+    FaceDataModule(_cfg(utk_photos, store, tmp_path_factory.mktemp("run"))).prepare_data()
+    return store
+
+
+def _cfg(photos: Path, store: Path, run: Path, *extra: str):
+    return load_config(REPO / "experiments" / "default.yaml", [
+        f"data.sources=[{photos}]", f"data.store={store}", f"run.dir={run}", "augment.neighbors=2",
+        "data.batch_size=16", "prepare.workers=2", "eval.bootstrap=50", *extra])
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_fast_dev_run_of_each_stage(stage, utk_photos, utk_store, tmp_path):
+    metrics, objects = train_stage(_cfg(utk_photos, utk_store, tmp_path, "trainer.fast_dev_run=true"), stage)
+    assert objects["trainer"].global_step == 1
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+
+
+def _val_losses(run: Path, stage: str) -> list[float]:
+    with open(run / stage / "metrics.csv") as fh:
+        return [float(r["val/loss"]) for r in csv.DictReader(fh) if r.get("val/loss")]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_two_epochs_on_real_faces_lower_the_validation_loss(stage, utk_photos, utk_store, tmp_path):
+    cfg = _cfg(utk_photos, utk_store, tmp_path, f"stages.{stage}.max_epochs=2", "stages.face_decoder.lr=0.001",
+               "stages.mask_decoder.lr=0.001")
+    train_stage(cfg, stage)
+    losses = _val_losses(tmp_path, stage)
+    assert len(losses) == 2 and losses[1] < losses[0], losses
+    entry = read_manifest(tmp_path)["stages"][stage]
+    assert entry["status"] == "done" and entry["feature_dim"] == 128
+    assert stage_checkpoint(tmp_path, stage).name == "best.ckpt"
+    assert (tmp_path / "config.yaml").exists()
+
+
+def test_resume_from_last_checkpoint_continues_at_the_next_epoch(utk_photos, utk_store, tmp_path):
+    train_stage(_cfg(utk_photos, utk_store, tmp_path, "stages.mask_decoder.max_epochs=1"), "mask_decoder")
+    first = torch.load(tmp_path / "mask_decoder" / "checkpoints" / "last.ckpt", weights_only=True)
+    _, objects = train_stage(_cfg(utk_photos, utk_store, tmp_path, "stages.mask_decoder.max_epochs=2",
+                                  "trainer.ckpt_path=last"), "mask_decoder")
+    assert first["epoch"] == 0
+    assert objects["trainer"].current_epoch == 2
+    assert objects["trainer"].global_step == 2 * first["global_step"]
+    assert len(_val_losses(tmp_path, "mask_decoder")) == 2, "the resumed run logs only its new epoch"
+
+
+def test_bf16_mixed_precision_on_cpu(utk_photos, utk_store, tmp_path):
+    metrics, objects = train_stage(_cfg(utk_photos, utk_store, tmp_path, "trainer.precision=bf16-mixed",
+                                        "trainer.fast_dev_run=true"), "mask_decoder")
+    assert objects["trainer"].precision == "bf16-mixed"
+    assert torch.isfinite(torch.tensor(metrics["train/loss_step"]))
+
+
+def test_missing_stage_in_manifest_is_named(tmp_path):
+    with pytest.raises(ManifestError, match="stage 'face_decoder' has not finished"):
+        stage_checkpoint(tmp_path, "face_decoder")
+
+
+def test_two_process_ddp_writes_one_checkpoint_and_one_log(utk_photos, utk_store, tmp_path):
+    cmd = [sys.executable, "-m", "antimask", "train", "mask_decoder", "--config",
+           str(REPO / "experiments" / "default.yaml"), f"data.sources=[{utk_photos}]", f"data.store={utk_store}",
+           f"run.dir={tmp_path}", "augment.neighbors=2", "data.batch_size=16", "stages.mask_decoder.max_epochs=1",
+           "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpts = sorted(p.name for p in (tmp_path / "mask_decoder" / "checkpoints").iterdir())
+    assert ckpts == ["best.ckpt", "last.ckpt"]
+    assert [p.name for p in (tmp_path / "mask_decoder").glob("*.csv")] == ["metrics.csv"]
+    assert not list(tmp_path.rglob("version_*")), "DDP must not create one log folder per rank"
+    entry = read_manifest(tmp_path)["stages"]["mask_decoder"]
+    ckpt = torch.load(tmp_path / entry["last_checkpoint"], weights_only=True)
+    # Two ranks share the global batch: per-device batch 8, so the step count equals a 1-process run's.
+    n_train = len(open_store(utk_store).rows("train"))
+    per_rank = -(-n_train // 2)  # DistributedSampler pads to an even split
+    assert ckpt["global_step"] == -(-per_rank // 8)
