@@ -41,8 +41,9 @@ def cmd_augment(args) -> int:
 def cmd_train(args) -> int:
     from antimask.training import train_stage
 
-    metrics, _ = train_stage(_config(args), args.stage)
-    print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+    metrics, objects = train_stage(_config(args), args.stage)
+    if objects["trainer"].is_global_zero:
+        print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
     return 0
 
 

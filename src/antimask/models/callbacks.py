@@ -78,7 +78,8 @@ class ImageGridCallback(pl.Callback):
     def _save(self, trainer: pl.Trainer, grid: np.ndarray) -> Path:
         from PIL import Image
 
-        root = Path(self.folder) if self.folder else Path(trainer.log_dir or trainer.default_root_dir) / "images"
+        # Not trainer.log_dir: under DDP it is a collective broadcast, and this runs on rank 0 only.
+        root = Path(self.folder) if self.folder else Path(trainer.default_root_dir) / "images"
         path = root / f"epoch_{trainer.current_epoch:03d}.png"
         with atomic_path(path) as tmp:
             Image.fromarray(grid).save(tmp, format="PNG")
