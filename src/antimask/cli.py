@@ -23,7 +23,7 @@ def cmd_prepare(args) -> int:
     from antimask.data.prepare import prepare_store, sample_sources
 
     cfg = _config(args)
-    sources = args.sources or list(cfg.data.sources) or sample_sources()
+    sources = args.sources or list(cfg.data.sources) or sample_sources(args.out.parent / "sample_photos")
     summary = prepare_store(sources, args.out, cfg, progress=not args.quiet)
     print(f"store: {args.out} ({summary['aligned']} faces, {summary['rejected']} rejected; see rejected.csv)")
     return 0

@@ -85,12 +85,13 @@ def update_manifest(cfg: DictConfig, stage: str, entry: dict, store_digest: str)
 
 
 def _wandb_mode(cfg: DictConfig) -> str:
+    """online only with credentials (WANDB_API_KEY or a wandb.ai netrc entry): a run never waits on a network."""
     if cfg.wandb.mode:
         return cfg.wandb.mode
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
-    has_key = bool(os.environ.get("WANDB_API_KEY")) or "api.wandb.ai" in (
-        Path.home().joinpath(".netrc").read_text() if Path.home().joinpath(".netrc").exists() else "")
+    netrc = Path.home() / ".netrc"
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or (netrc.exists() and "api.wandb.ai" in netrc.read_text())
     return "online" if has_key else "offline"
 
 
@@ -100,8 +101,13 @@ def loggers(cfg: DictConfig, stage: str) -> list:
     folder = stage_dir(cfg, stage)
     out: list = [CSVLogger(save_dir=str(folder), name="", version="")]
     if cfg.wandb.enabled:
+        import wandb
         from pytorch_lightning.loggers import WandbLogger
 
+        if wandb.run is not None:
+            # The previous stage of this train-all: WandbLogger would reuse its run, so close it; each stage
+            # is its own run (job_type = stage) in the train-all's group.
+            wandb.finish()
         name = cfg.run.name or run_dir(cfg).name
         out.append(WandbLogger(project=cfg.wandb.project, entity=cfg.wandb.entity, name=f"{name}/{stage}",
                                group=cfg.wandb.group or name, job_type=stage, tags=list(cfg.wandb.tags),
@@ -113,9 +119,20 @@ def _plugins(cfg: DictConfig) -> list:
     from pytorch_lightning.plugins.environments import SLURMEnvironment
 
     if SLURMEnvironment.detect():
-        # Lightning saves a checkpoint and requeues the job on the signal sbatch sends before the limit.
+        # Lightning saves hpc_ckpt_N.ckpt in the stage folder and calls `scontrol requeue` on the signal
+        # sbatch sends before the time limit (#SBATCH --signal=SIGUSR1@90); _resume_path picks it up.
         return [SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1)]
     return []
+
+
+def _strategy(t: DictConfig) -> str:
+    """DDP (one process per device, launched by Lightning, torchrun or srun) whenever there is more than one."""
+    if t.strategy != "auto":
+        return t.strategy
+    devices = t.devices
+    many = (isinstance(devices, int) and devices > 1) or (not isinstance(devices, (int, str)) and len(devices) > 1) \
+        or (isinstance(devices, str) and devices.isdigit() and int(devices) > 1)
+    return "ddp" if many or t.num_nodes > 1 else "auto"
 
 
 def build_trainer(cfg: DictConfig, stage: str, callbacks: Optional[list] = None, **overrides: Any):
@@ -134,7 +151,7 @@ def build_trainer(cfg: DictConfig, stage: str, callbacks: Optional[list] = None,
              ImageGridLogger(every_n_epochs=t.image_log_every_n_epochs, split_row=None)]
     kwargs = dict(
         default_root_dir=str(folder), max_epochs=s.max_epochs, accelerator=t.accelerator, devices=t.devices,
-        num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision, gradient_clip_val=t.gradient_clip_val,
+        num_nodes=t.num_nodes, strategy=_strategy(t), precision=t.precision, gradient_clip_val=t.gradient_clip_val,
         accumulate_grad_batches=t.accumulate_grad_batches, sync_batchnorm=t.sync_batchnorm,
         log_every_n_steps=t.log_every_n_steps, deterministic=t.deterministic, fast_dev_run=t.fast_dev_run,
         check_val_every_n_epoch=t.check_val_every_n_epoch, logger=loggers(cfg, stage),
@@ -164,12 +181,22 @@ def build_module(cfg: DictConfig, stage: str, feature_dim: int, folder: Path):
 
 
 def _resume_path(cfg: DictConfig, stage: str) -> Optional[str]:
+    """trainer.ckpt_path: None, "last" (the newer of last.ckpt and a SLURM hpc_ckpt_N.ckpt), "hpc" or a file."""
     wanted = cfg.trainer.ckpt_path
+    folder = stage_dir(cfg, stage)
+    hpc = sorted(folder.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
     if wanted is None:
-        return None
+        # Lightning restores hpc_ckpt_N.ckpt itself when ckpt_path is None under SLURM; say so explicitly.
+        from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+        return str(hpc[-1]) if hpc and SLURMEnvironment.detect() else None
     if wanted == "last":
-        last = stage_dir(cfg, stage) / "checkpoints" / "last.ckpt"
-        return str(last) if last.exists() else None
+        last = folder / "checkpoints" / "last.ckpt"
+        found = [p for p in (hpc[-1:] + [last]) if p.exists()]
+        # A requeued job's hpc checkpoint is written mid-epoch, after the last epoch-end last.ckpt.
+        return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
+    if wanted == "hpc":
+        return str(hpc[-1]) if hpc else None
     return str(wanted)
 
 

@@ -191,7 +191,7 @@ class FaceDataModule(pl.LightningDataModule):
         if sources or not (self.root / "header.json").exists():
             from antimask.data.prepare import prepare_store, sample_sources
 
-            prepare_store(sources or sample_sources(), self.root, self.cfg)
+            prepare_store(sources or sample_sources(self.root.parent / "sample_photos"), self.root, self.cfg)
         if self.use_morphs:
             from antimask.data.augment import augment_store
 

@@ -1,0 +1,82 @@
+"""`make bench`: run every benchmark, write docs/benchmarks.md and docs/benchmarks.json.
+
+Benchmarks measure and record; they are not tests. ``python -m benchmarks.run [--quick] [--only NAME ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+SUITES = ("prepare", "data", "backbones", "models", "predict", "gpu")
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {"cores": os.cpu_count(), "cpu": cpu, "gpu": gpu, "python": platform.python_version(),
+            "torch": torch.__version__, "load_average_at_start": load}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (minutes, not an hour)")
+    parser.add_argument("--only", nargs="*", choices=SUITES, default=list(SUITES))
+    args = parser.parse_args(argv)
+    info = machine()
+    results: dict[str, list[dict]] = {}
+    for suite in args.only:
+        start = time.perf_counter()
+        module = importlib.import_module(f"benchmarks.bench_{suite}")
+        print(f"[bench] {suite} ...", flush=True)
+        results[suite] = module.run(quick=args.quick)
+        print(f"[bench] {suite}: {len(results[suite])} figures in {time.perf_counter() - start:.0f} s", flush=True)
+    record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": args.quick,
+              "machine": info, "results": results}
+    DOCS.mkdir(exist_ok=True)
+    (DOCS / "benchmarks.json").write_text(json.dumps(record, indent=2) + "\n")
+    (DOCS / "benchmarks.md").write_text(render(record))
+    print(f"[bench] wrote {DOCS / 'benchmarks.md'}")
+    return 0
+
+
+def render(record: dict) -> str:
+    m = record["machine"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` on {record['date']}{' (--quick sizes)' if record['quick'] else ''}.",
+        f"Machine: {m['cores']} cores, {m['cpu']}, GPU: {m['gpu']}; Python {m['python']}, torch {m['torch']}; "
+        f"load average at start {m['load_average_at_start']}.",
+        "",
+    ]
+    for suite, rows in record["results"].items():
+        lines += [f"## {suite}", "", "| measure | value | unit | note |", "|---|---|---|---|"]
+        lines += [f"| {r['name']} | {r['value']} | {r['unit']} | {r.get('note', '')} |" for r in rows]
+        if not rows:
+            lines.append("| (nothing measured on this machine) | | | |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

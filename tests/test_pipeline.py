@@ -1,0 +1,96 @@
+"""`antimask train-all` end to end on the embedded sample, then `predict` with the model it made."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from antimask.data.sample import write_sample
+from antimask.inference import predict
+from antimask.training import STAGES, read_manifest
+from helpers import REPO
+
+FAST = ["stages.face_decoder.max_epochs=1", "stages.mask_decoder.max_epochs=1", "stages.encoder.max_epochs=1",
+        "eval.bootstrap=20", "augment.neighbors=2"]
+
+
+def _train_all(run: Path, store: Path, *extra: str, **kw) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "antimask", "train-all", "--config", str(REPO / "experiments" / "default.yaml"),
+           f"run.dir={run}", f"data.store={store}", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, **kw)
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory) -> Path:
+    """train-all on the embedded sample (one epoch per stage), evaluation included."""
+    root = tmp_path_factory.mktemp("pipeline")
+    proc = _train_all(root / "run", root / "store", *FAST)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "report:" in proc.stdout and "antimask predict" in proc.stdout
+    return root / "run"
+
+
+def test_train_all_runs_every_stage_and_reports(sample_run):
+    manifest = read_manifest(sample_run)
+    assert all(manifest["stages"][s]["status"] == "done" for s in STAGES)
+    for stage in STAGES:
+        assert (sample_run / manifest["stages"][stage]["best_checkpoint"]).exists()
+    reports = list((sample_run / "reports").glob("*/report.md"))
+    assert reports and "anti_mask" in reports[0].read_text()
+
+
+def test_rerun_skips_finished_stages(sample_run):
+    before = {s: (sample_run / s / "checkpoints" / "last.ckpt").stat().st_mtime_ns for s in STAGES}
+    proc = _train_all(sample_run, Path(read_manifest(sample_run)["store"]), *FAST, "--no-eval")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("done before, skipped") == 3
+    assert before == {s: (sample_run / s / "checkpoints" / "last.ckpt").stat().st_mtime_ns for s in STAGES}
+
+
+def test_predict_loads_the_trained_model(sample_run, tmp_path):
+    photos = write_sample(tmp_path / "photos", variants=2)
+    results = predict(sample_run, [photos / "astronaut_original.png"], tmp_path / "out")
+    assert results and all(r["status"] == "ok" for r in results.values())
+    assert (tmp_path / "out" / "astronaut_original_unmasked.png").exists()
+
+
+def test_train_all_killed_mid_stage_finishes_every_stage_once(tmp_path):
+    run, store = tmp_path / "run", tmp_path / "store"
+    epochs = ["stages.face_decoder.max_epochs=1", "stages.mask_decoder.max_epochs=4", "stages.encoder.max_epochs=1",
+              "augment.neighbors=2", "--no-eval"]
+    cmd = [sys.executable, "-m", "antimask", "train-all", "--config", str(REPO / "experiments" / "default.yaml"),
+           f"run.dir={run}", f"data.store={store}", *epochs]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    last = run / "mask_decoder" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 600
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert last.exists(), "train-all never reached the mask decoder"
+    killed_at = torch.load(last, weights_only=True)["epoch"]
+    assert killed_at < 3, "the kill came after the stage had finished"
+    face_ckpt = run / "face_decoder" / "checkpoints" / "last.ckpt"
+    face_mtime = face_ckpt.stat().st_mtime_ns
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    manifest = read_manifest(run)
+    assert all(manifest["stages"][s]["status"] == "done" for s in STAGES)
+    assert face_ckpt.stat().st_mtime_ns == face_mtime, "the finished face decoder was trained again"
+    assert "face_decoder: done before, skipped" in again.stdout
+    final = torch.load(last, weights_only=True)
+    steps_per_epoch = manifest["stages"]["face_decoder"]["global_step"]  # 1 epoch on the same train split
+    assert final["global_step"] == 4 * steps_per_epoch, "the mask decoder resumed rather than restarting or skipping"
+    import csv
+
+    with open(run / "mask_decoder" / "metrics.csv") as fh:
+        epochs_logged = sorted({int(r["epoch"]) for r in csv.DictReader(fh) if r.get("val/loss")})
+    assert epochs_logged == [0, 1, 2, 3], "the loss history survives the resume"
