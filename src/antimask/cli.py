@@ -64,6 +64,13 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_ablations(args) -> int:
+    from antimask.ablations import run_ablations
+
+    run_ablations(args.config, args.overrides, root=args.root)
+    return 0
+
+
 def cmd_predict(args) -> int:
     from antimask.inference import cmd_predict as run
 
@@ -109,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--with", dest="with_runs", action="append", metavar="NAME=RUN_DIR",
                    help="an ablation run to put in the same table (repeatable)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("ablations", help="train the paper's ablations beside the main run, one combined table")
+    p.add_argument("--root", default="runs/ablations", type=Path)
+    _add_config_args(p)
+    p.set_defaults(func=cmd_ablations)
 
     p = sub.add_parser("predict", help="complete the lower face of every face in photos")
     p.add_argument("run_dir", type=Path)

@@ -21,9 +21,8 @@ from omegaconf import DictConfig
 
 from antimask.data.morph import morph
 from antimask.data.neighbors import nearest_neighbors
-from antimask.data.store import (STORE_FORMAT, STORE_VERSION, StoreError, Table, digest_arrays, open_store,
-                                 rebuild_hint, write_table)
-from antimask.io import atomic_save_npy, atomic_write_json, read_json
+from antimask.data.store import StoreError, Table, open_store, rebuild_hint, write_group
+from antimask.io import atomic_write_json, read_json
 
 PAIRING = "ordered"  # see the module docstring
 _BATCH = 256  # morphs per worker task
@@ -90,7 +89,7 @@ def augment_store(store_root: str | Path, cfg: DictConfig, progress: bool = True
             for m, (pa, pb, t) in enumerate(zip(parent_a, parent_b, blends))
         ]
         extra = {"photos_digest": store.header["digest"], "params": params, "kind": "morph"}
-        header = _write_morph_group(folder, tmp_images, landmarks, Table.from_records(records), extra)
+        header = write_group(folder, tmp_images, landmarks, Table.from_records(records), extra)
     finally:
         if tmp_images.exists():
             tmp_images.unlink()
@@ -104,33 +103,6 @@ def augment_store(store_root: str | Path, cfg: DictConfig, progress: bool = True
     atomic_write_json(summary_path, summary)
     return {"morphs": int(header["count"]), "added": int(header["count"]), "train_faces": int(len(train)),
             "params": params, "seconds": round(time.perf_counter() - start, 2)}
-
-
-def _write_morph_group(folder: Path, images_path: Path, landmarks: np.ndarray, table: Table, extra: dict) -> dict:
-    """``store.write_group`` for images already written to ``images_path``: renamed into place, no copy.
-
-    The morph pixels of a full dataset (~25 GB at 224) never pass through memory or get copied twice.
-    """
-    header_path = folder / "header.json"
-    if header_path.exists():
-        header_path.unlink()
-    images = np.load(images_path, mmap_mode="r")
-    header = {
-        "format": STORE_FORMAT,
-        "version": STORE_VERSION,
-        "image_size": int(images.shape[1]),
-        "count": int(len(images)),
-        "digest": digest_arrays(images, landmarks.astype(np.float32)),
-        **extra,
-    }
-    del images
-    with open(images_path, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(images_path, folder / "images.npy")
-    atomic_save_npy(folder / "landmarks.npy", landmarks.astype(np.float32))
-    write_table(folder / "meta.csv", table)
-    atomic_write_json(header_path, header)
-    return header
 
 
 # Worker state: the photo arrays and the output memory map, opened once per process.

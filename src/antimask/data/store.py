@@ -154,6 +154,8 @@ def write_group(folder: Path, images: np.ndarray | Path, landmarks: np.ndarray, 
         header_path.unlink()
     if built is not None:
         del images
+        with open(built, "rb+") as fh:  # on disk before the rename makes it the store's
+            os.fsync(fh.fileno())
         os.replace(built, folder / "images.npy")
         images = np.load(folder / "images.npy", mmap_mode="r")
     else:
