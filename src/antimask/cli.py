@@ -77,6 +77,21 @@ def cmd_predict(args) -> int:
     return run(args)
 
 
+def cmd_sweep(args) -> int:
+    from antimask.sweeps import load_sweep, run_local, sweep_points
+
+    if not args.local:
+        sweep = load_sweep(args.file)
+        print(f"{args.file}: a W&B {sweep['method']} sweep of {len(sweep_points(sweep, args.max_runs, args.seed))} "
+              f"points. On W&B: `wandb sweep {args.file}`, then `wandb agent ENTITY/PROJECT/SWEEP_ID` on each "
+              f"machine. Here: `antimask sweep {args.file} --local [--max-runs N] [key=value ...]`.")
+        return 0
+    result = run_local(args.file, base=args.out, overrides=args.overrides, max_runs=args.max_runs, seed=args.seed,
+                       evaluate=not args.no_eval)
+    print(f"results: {result['paths']['markdown']} and {result['paths']['csv']}")
+    return 0
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="experiment YAML (only what differs from the defaults)")
     p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="config overrides")
@@ -108,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation report at the end")
     _add_config_args(p)
     p.set_defaults(func=cmd_train_all)
+
+    p = sub.add_parser("sweep", help="run a W&B sweep file's points here, one train-all each, into one table")
+    p.add_argument("file", type=Path, help="sweep YAML in W&B's format (experiments/sweeps/)")
+    p.add_argument("--local", action="store_true", help="train the points on this machine (else: how to on W&B)")
+    p.add_argument("--max-runs", type=int, default=None, help="first N grid points / N random draws")
+    p.add_argument("--seed", type=int, default=0, help="random/bayes draws: numpy default_rng(seed)")
+    p.add_argument("--out", type=Path, default=None, help="base folder of the points (default runs/sweeps/<file>)")
+    p.add_argument("--no-eval", action="store_true", help="skip each point's evaluation report")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="config overrides for every point")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("evaluate", help="metrics, baselines and figures on a split: RUN_DIR/reports/")
     p.add_argument("run_dir", type=Path)

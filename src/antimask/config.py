@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import DictConfig, MISSING, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 # The paper's geometry: a 224x224 aligned face whose top 96 rows stay visible above the mask.
@@ -136,11 +136,12 @@ class TrainerConfig:
     accelerator: str = "auto"
     devices: Any = 1  # int, list of ids or "auto"
     num_nodes: int = 1
-    strategy: str = "auto"  # DDP is chosen when more than one device
+    strategy: str = "auto"  # auto = ddp when devices > 1 or num_nodes > 1; or any Lightning strategy name
     precision: str = "32-true"  # 32-true | 16-mixed | bf16-mixed
-    gradient_clip_val: Optional[float] = None
-    accumulate_grad_batches: int = 1
-    sync_batchnorm: bool = False
+    gradient_clip_val: Optional[float] = None  # clip the gradient norm (or value, see gradient_clip_algorithm)
+    gradient_clip_algorithm: str = "norm"  # norm | value
+    accumulate_grad_batches: int = 1  # the effective batch is data.batch_size * accumulate_grad_batches
+    sync_batchnorm: bool = False  # batch-norm statistics over the global batch under DDP
     log_every_n_steps: int = 10
     deterministic: bool = False
     fast_dev_run: bool = False
@@ -273,6 +274,8 @@ def load_config(config_file: Optional[str | Path] = None, overrides: Optional[li
             cfg = OmegaConf.merge(cfg, parsed)
         except OmegaConfBaseException as err:
             raise _explain(err, schema, f"override '{text}'") from None
+        except TypeError as err:  # OmegaConf's own TypeError, e.g. a mapping given for a list key
+            raise ConfigError(f"override '{text}': invalid value for '{key}': {err}") from None
     validate(cfg)
     return cfg
 
@@ -365,6 +368,16 @@ def validate(cfg: DictConfig) -> None:
            "trainer.precision", f"'{cfg.trainer.precision}' is not one of 32-true, 16-mixed, bf16-mixed")
     _check(cfg.trainer.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches", "must be at least 1")
     _check(cfg.trainer.num_nodes >= 1, "trainer.num_nodes", "must be at least 1")
+    t = cfg.trainer
+    _check(t.gradient_clip_val is None or t.gradient_clip_val > 0, "trainer.gradient_clip_val", "must be positive")
+    _check(t.gradient_clip_algorithm in ("norm", "value"), "trainer.gradient_clip_algorithm", "one of norm, value")
+    dev = t.devices
+    _check(dev == "auto" or (isinstance(dev, int) and (dev >= 1 or dev == -1))
+           or (isinstance(dev, str) and dev.lstrip("-").isdigit()) or OmegaConf.is_list(dev), "trainer.devices",
+           f"'{dev}' is not a count (-1 = all), a list of device ids, or auto")
+    world = dev if isinstance(dev, int) and dev >= 1 else (len(dev) if OmegaConf.is_list(dev) else 1)
+    _check(cfg.data.batch_size >= world * t.num_nodes, "data.batch_size",
+           f"the global batch {cfg.data.batch_size} is smaller than the {world * t.num_nodes} devices sharing it")
     _check(cfg.eval.bootstrap >= 0, "eval.bootstrap", "must be >= 0")
     _check(cfg.eval.ci_method in ("BCa", "percentile"), "eval.ci_method", "one of BCa, percentile")
     _check(cfg.eval.inpaint_radius >= 1, "eval.inpaint_radius", "must be at least 1")

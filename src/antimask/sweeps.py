@@ -14,13 +14,14 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
+from antimask.config import ConfigError
 from antimask.io import atomic_write_text
 
 SEARCHES = ("grid", "random", "bayes")
 DEFAULT_RANDOM_RUNS = 8  # points a random/bayes sweep draws locally without --max-runs or run_cap
 
 
-class SweepError(ValueError):
+class SweepError(ConfigError):
     """A sweep file that cannot be run: unknown method, a parameter without values, no train-all command."""
 
 
@@ -43,14 +44,16 @@ def load_sweep(path: str | Path) -> dict:
     return sweep
 
 
-def command_config(sweep: dict, root: str | Path = ".") -> tuple[Optional[Path], list[str]]:
+def command_config(sweep: dict, root: str | Path) -> tuple[Optional[Path], list[str]]:
     """The ``--config FILE`` and fixed ``key=value`` words of the sweep's train-all command."""
     words = [str(w) for w in sweep.get("command", [])]
     if "train-all" not in words:
         raise SweepError("the sweep's command must run `antimask train-all ... ${args_no_hyphens}`")
     config = None
     if "--config" in words:
-        config = Path(root) / words[words.index("--config") + 1]
+        name = words[words.index("--config") + 1]
+        # Relative to where the agent runs (the repository root); else to the repository holding the file.
+        config = Path(name) if Path(name).is_file() else Path(root) / name
     # run.dir in the command names the agent's run (${oc.env:WANDB_RUN_ID}); locally the point name does.
     fixed = [w for w in words if "=" in w and not w.startswith(("$", "-", "run.dir="))]
     return config, fixed
@@ -180,7 +183,7 @@ def run_local(sweep_file: str | Path, base: Optional[str | Path] = None, overrid
 
     sweep_file = Path(sweep_file)
     sweep = load_sweep(sweep_file)
-    config, fixed = command_config(sweep)
+    config, fixed = command_config(sweep, sweep_file.resolve().parents[2])
     base = Path(base) if base is not None else Path("runs") / "sweeps" / sweep_file.stem
     rows, reports = [], {}
     points = sweep_points(sweep, max_runs, seed)

@@ -111,7 +111,9 @@ def loggers(cfg: DictConfig, stage: str) -> list:
         name = cfg.run.name or run_dir(cfg).name
         out.append(WandbLogger(project=cfg.wandb.project, entity=cfg.wandb.entity, name=f"{name}/{stage}",
                                group=cfg.wandb.group or name, job_type=stage, tags=list(cfg.wandb.tags),
-                               save_dir=str(run_dir(cfg)), mode=_wandb_mode(cfg)))
+                               save_dir=str(run_dir(cfg)), mode=_wandb_mode(cfg),
+                               # Under `wandb agent` every stage logs to the agent's run (WANDB_RUN_ID).
+                               **({"resume": "allow"} if os.environ.get("WANDB_SWEEP_ID") else {})))
     return out
 
 
@@ -152,7 +154,7 @@ def build_trainer(cfg: DictConfig, stage: str, callbacks: Optional[list] = None,
     kwargs = dict(
         default_root_dir=str(folder), max_epochs=s.max_epochs, accelerator=t.accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=_strategy(t), precision=t.precision, gradient_clip_val=t.gradient_clip_val,
-        accumulate_grad_batches=t.accumulate_grad_batches, sync_batchnorm=t.sync_batchnorm,
+        gradient_clip_algorithm=t.gradient_clip_algorithm, accumulate_grad_batches=t.accumulate_grad_batches, sync_batchnorm=t.sync_batchnorm,
         log_every_n_steps=t.log_every_n_steps, deterministic=t.deterministic, fast_dev_run=t.fast_dev_run,
         check_val_every_n_epoch=t.check_val_every_n_epoch, logger=loggers(cfg, stage),
         callbacks=extra + list(callbacks or []), plugins=_plugins(cfg), enable_model_summary=False,
@@ -284,7 +286,7 @@ def train_stage(cfg: DictConfig, stage: str, datamodule=None) -> tuple[dict, dic
     module = build_module(cfg, stage, dm.feature_dim, folder)
     resume = _resume_path(cfg, stage)
     history = _read_rows(stage_dir(cfg, stage) / "metrics.csv") if resume else []
-    trainer.fit(module, datamodule=dm, ckpt_path=resume)
+    trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)  # never unpickle code on resume
     if history and trainer.is_global_zero:
         _prepend_history(stage_dir(cfg, stage) / "metrics.csv", history, torch_load_epoch(resume))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}

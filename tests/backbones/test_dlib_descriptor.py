@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,11 +14,7 @@ from antimask.backbones import cached_features, create_backbone
 from antimask.data.align import align_face
 from antimask.data.store import Table, open_store, write_group
 
-# The root conftest is not importable by name from every rootdir layout; load it from its file.
-_spec = importlib.util.spec_from_file_location("_tests_root_conftest_backbones", Path(__file__).parents[1] / "conftest.py")
-_root = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root)
-adult_utkface = _root.adult_utkface
+from helpers import adult_utkface
 
 
 def aligned_faces(folder, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # for _stores
-from _stores import align_photos, write_store  # noqa: E402
+from faces import align_photos, write_store
+from helpers import adult_utkface
 
-# The root conftest is not importable by name from here (this file is also called conftest).
-_spec = importlib.util.spec_from_file_location("_tests_root_conftest_data", Path(__file__).parents[1] / "conftest.py")
-_root = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root)
-adult_utkface = _root.adult_utkface
 
 N_FACES = 240  # enough for a few hundred-face neighbour check and 168 train faces
 

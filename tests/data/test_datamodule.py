@@ -9,7 +9,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from _stores import detect_landmarks
+from faces import detect_landmarks
 from antimask.config import load_config, split_row_for
 from antimask.data.align import LOWER_POINTS
 from antimask.data.datamodule import FaceDataModule, cache_path

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +19,7 @@ from antimask.models.antimask import seam_weights
 from antimask.training import ManifestError, STAGES, train_stage
 from helpers import adult_utkface
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "data"))  # for _stores
-from _stores import align_photos, write_store  # noqa: E402
+from faces import align_photos, write_store
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 

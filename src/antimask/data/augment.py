@@ -78,6 +78,7 @@ def augment_store(store_root: str | Path, cfg: DictConfig, progress: bool = True
 
     folder = root / "morphs"
     folder.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(folder)
     tmp_images = folder / f".images.{os.getpid()}.npy.partial"
     try:
         landmarks = _make_morphs(root, tmp_images, parent_a, parent_b, blends, int(a.workers), progress)
@@ -103,6 +104,18 @@ def augment_store(store_root: str | Path, cfg: DictConfig, progress: bool = True
     atomic_write_json(summary_path, summary)
     return {"morphs": int(header["count"]), "added": int(header["count"]), "train_faces": int(len(train)),
             "params": params, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _remove_orphans(folder: Path) -> None:
+    """Delete morph images left by a killed augment (a full-size array each); a live one's file stays."""
+    for path in folder.glob(".images.*.npy.partial"):
+        pid = path.name.split(".")[2]
+        try:
+            os.kill(int(pid), 0)
+        except (ValueError, ProcessLookupError):
+            path.unlink(missing_ok=True)
+        except PermissionError:  # a live process of another user
+            pass
 
 
 # Worker state: the photo arrays and the output memory map, opened once per process.

@@ -21,13 +21,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from antimask.io import atomic_path, atomic_save_npy, atomic_write_json, read_json
+from antimask.io import atomic_path, atomic_write_json, read_json
 
 STORE_FORMAT = "antimask-store"
 STORE_VERSION = 1
@@ -149,19 +150,33 @@ def write_group(folder: Path, images: np.ndarray | Path, landmarks: np.ndarray, 
         raise ValueError(f"images must be uint8 (N, S, S, 3), got {images.dtype} {images.shape}")
     if not (len(images) == len(landmarks) == len(table)):
         raise ValueError(f"row counts differ: {len(images)} images, {len(landmarks)} landmarks, {len(table)} meta")
+    # Everything new is written beside the old files first: a full disk (or any write error) up to here
+    # leaves the previous group untouched and still opening. Only the renames below change the store.
+    staged: dict[str, Path] = {}
+    try:
+        if built is None:
+            staged["images.npy"] = _stage(folder / "images.npy", lambda fh: np.save(fh, images))
+        else:
+            del images
+            with open(built, "rb+") as fh:  # on disk before the rename makes it the store's
+                os.fsync(fh.fileno())
+            staged["images.npy"] = built
+        staged["landmarks.npy"] = _stage(folder / "landmarks.npy",
+                                         lambda fh: np.save(fh, landmarks.astype(np.float32)))
+        tmp_meta = folder / f".meta.csv.{os.getpid()}.staged"
+        write_table(tmp_meta, table)
+        staged["meta.csv"] = tmp_meta
+    except BaseException:
+        for name, path in staged.items():
+            if path != built:
+                path.unlink(missing_ok=True)
+        raise
     header_path = folder / "header.json"
     if header_path.exists():  # the arrays are about to change: the old header must not vouch for them
         header_path.unlink()
-    if built is not None:
-        del images
-        with open(built, "rb+") as fh:  # on disk before the rename makes it the store's
-            os.fsync(fh.fileno())
-        os.replace(built, folder / "images.npy")
-        images = np.load(folder / "images.npy", mmap_mode="r")
-    else:
-        atomic_save_npy(folder / "images.npy", images)
-    atomic_save_npy(folder / "landmarks.npy", landmarks.astype(np.float32))
-    write_table(folder / "meta.csv", table)
+    for name, path in staged.items():
+        os.replace(path, folder / name)
+    images = np.load(folder / "images.npy", mmap_mode="r")
     header = {
         "format": STORE_FORMAT,
         "version": STORE_VERSION,
@@ -172,6 +187,21 @@ def write_group(folder: Path, images: np.ndarray | Path, landmarks: np.ndarray, 
     }
     atomic_write_json(header_path, header)
     return header
+
+
+def _stage(path: Path, write) -> Path:
+    """``write(fh)`` into a synced temporary file beside ``path``; returns it (removed again on failure)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".staged", dir=path.parent)
+    tmp_path = Path(tmp)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    return tmp_path
 
 
 def _read_group(folder: Path, root: Path) -> tuple[dict, np.ndarray, np.ndarray, Table]:

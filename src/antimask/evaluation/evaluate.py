@@ -17,9 +17,9 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from antimask.config import load_config, split_row_for
+from antimask.config import split_row_for
 from antimask.evaluation.baselines import BASELINES, create_baseline, match_seam_colour
 from antimask.evaluation.metrics import (
     cosine_similarity,

@@ -8,6 +8,7 @@ feature size before building the module.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any, Optional
 
@@ -286,7 +287,11 @@ def load_stage(path: str | Path, expected_stage: str, feature_dim: Optional[int]
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # a pickle that would run code (or just build objects): refused
+        raise StageMismatchError(f"checkpoint {path} refused: it is not a weights-only checkpoint (loading it "
+                                 f"would unpickle arbitrary objects: {str(err).splitlines()[0]})") from None
     hparams = dict(ckpt.get("hyper_parameters") or {})
     stage = hparams.get("stage")
     if stage is None or "state_dict" not in ckpt:

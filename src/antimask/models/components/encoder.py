@@ -6,6 +6,7 @@ local weights are given), always ending in a linear layer to the backbone's feat
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Optional
 
@@ -39,7 +40,11 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # a pickle that would run code (or just build objects): refused
+        raise ValueError(f"encoder weights file {path} refused: not a weights-only state dict (loading it would "
+                         f"unpickle arbitrary objects: {str(err).splitlines()[0]})") from None
     for key in ("state_dict", "model", "module"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]

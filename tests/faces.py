@@ -1,6 +1,6 @@
-"""Small real stores for the data tests: UTKFace photos detected with dlib, aligned, written as a store.
+"""Real aligned faces and small stores for tests: UTKFace photos detected with dlib, aligned, written as a store.
 
-Stands in for ``antimask prepare`` so these tests depend only on align.py and store.py.
+Stands in for ``antimask prepare`` so tests of later steps depend only on align.py and store.py.
 """
 
 from __future__ import annotations
