@@ -56,7 +56,7 @@ def test_offline_stages_of_one_run_are_one_group_without_network(small_photos, s
     for folder in folders:
         (record,) = {r.run_id: r for r in _run_records(folder)}.values()
         seen[record.job_type] = record
-        assert record.group == "exp7" and record.project == "antimask"
+        assert record.run_group == "exp7" and record.project == "antimask"
     assert set(seen) == {"face_decoder", "mask_decoder"}
     assert seen["mask_decoder"].display_name == "exp7/mask_decoder"
     assert seen["face_decoder"].run_id != seen["mask_decoder"].run_id

@@ -105,7 +105,9 @@ def detect_faces(image: np.ndarray, *, pad: float, upsample: int, cnn_fallback: 
 
     h, w = image.shape[:2]
     scale = min(1.0, max_side / max(h, w))
-    small = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else image
+    # max(1, .): a 1x5000 strip scaled to 1024 would otherwise ask OpenCV for a 0-pixel side
+    small = (cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+             if scale < 1 else image)
     p = int(pad * min(small.shape[:2]))
     padded = cv2.copyMakeBorder(small, p, p, p, p, cv2.BORDER_REPLICATE) if p else small
 
