@@ -15,9 +15,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import pytorch_lightning as pl  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
 
 SIZE = 224  # the paper's face size
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed")

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import REPO, adult_utkface
 
 from antimask.config import ConfigError, load_config
 from antimask.data.store import open_store
 from antimask.training import ManifestError, stage_checkpoint, train_stage
-from helpers import REPO, adult_utkface
 
 DEFAULT = REPO / "experiments" / "default.yaml"
 
@@ -266,7 +266,7 @@ def test_nan_loss_stops_with_the_step_and_rows_and_keeps_the_last_good_checkpoin
             if trainer.current_epoch == 1:
                 features[poisoned] = np.nan
 
-    import antimask.training as training
+    from antimask import training
 
     real_build = training.build_trainer
     original = training.build_trainer
@@ -368,7 +368,7 @@ def test_full_disk_on_a_real_small_filesystem_keeps_the_previous_store(small, tm
         from antimask.data.store import write_group
 
         root = _photo_copy(small[1], mnt / "store")
-        old = open_store(root)  # noqa: F841 (released in finally)
+        old = open_store(root)
         before = _snapshot(root)
         big = np.zeros((len(old.images) * 12,) + old.images.shape[1:], np.uint8)  # ~6 MB: cannot fit
         table = old.meta.concat(old.meta)

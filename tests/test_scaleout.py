@@ -135,11 +135,28 @@ def test_each_stage_under_two_process_ddp(stage, small_photos, small_store, tmp_
 
 def test_train_all_on_the_embedded_sample_under_ddp(tmp_path):
     run, store = tmp_path / "run", tmp_path / "store"  # a fresh store: rank 1 waits for rank 0 to prepare it
+    offline = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_BASE_URL": "http://127.0.0.1:9"}
     antimask("train-all", "--config", str(DEFAULT), "--no-eval", f"run.dir={run}", f"data.store={store}",
              "stages.face_decoder.max_epochs=1", "stages.mask_decoder.max_epochs=1", "stages.encoder.max_epochs=1",
-             *ddp())
+             "wandb.enabled=true", *ddp(), env=offline)
     manifest = assert_one_run(run, STAGES)
     assert all(manifest["stages"][s]["epochs"] == 1 for s in STAGES)
+    assert len(list((run / "wandb").glob("offline-run-*"))) == 3, "one W&B run per stage, from rank 0 only"
+
+
+def test_resume_last_prefers_a_newer_hpc_checkpoint(tmp_path):
+    from antimask.training import _resume_path
+
+    cfg = load_config(DEFAULT, [f"run.dir={tmp_path}", "trainer.ckpt_path=last"])
+    folder = tmp_path / "encoder"
+    (folder / "checkpoints").mkdir(parents=True)
+    last, hpc = folder / "checkpoints" / "last.ckpt", folder / "hpc_ckpt_2.ckpt"
+    for path, mtime in ((folder / "hpc_ckpt_1.ckpt", 100), (last, 200), (hpc, 300)):
+        path.write_bytes(b"")
+        os.utime(path, (mtime, mtime))
+    assert _resume_path(cfg, "encoder") == str(hpc), "requeued mid-epoch after the last epoch-end checkpoint"
+    os.utime(last, (400, 400))
+    assert _resume_path(cfg, "encoder") == str(last)
 
 
 def test_ddp_metrics_match_one_process_on_the_same_global_batch(small_photos, small_store, tmp_path):

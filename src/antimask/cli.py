@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import sys
 from pathlib import Path
 
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"antimask: config error: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, EvaluationError, StoreError, ManifestError, FeatureCacheError, BackboneError, StageMismatchError) as err:
+    except (FileNotFoundError, pickle.UnpicklingError, EvaluationError, StoreError, ManifestError, FeatureCacheError, BackboneError, StageMismatchError) as err:
         print(f"antimask: {err}", file=sys.stderr)
         return 2
 

@@ -163,8 +163,8 @@ def write_table(rows: list[dict[str, Any]], out_md: Path, out_csv: Path, title: 
     def cell(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))
 
-    lines = [f"# Sweep {title}", "", "One train-all per point; val metrics are each stage's last validation, "
-             "eval:* the evaluation report's means.", "",
+    note = "One train-all per point; val metrics are each stage's last validation, eval:* the evaluation report's means."
+    lines = [f"# Sweep {title}", "", note, "",
              "| " + " | ".join(fields) + " |", "|---" * len(fields) + "|"]
     lines += ["| " + " | ".join(cell(r.get(f)) for f in fields) + " |" for r in rows]
     atomic_write_text(out_md, "\n".join(lines) + "\n")

@@ -15,12 +15,12 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from helpers import adult_utkface
 from PIL import Image
 
 from antimask.config import load_config
 from antimask.data.prepare import prepare_store
 from antimask.data.store import open_store
-from helpers import adult_utkface
 
 N_BAD = 300
 
