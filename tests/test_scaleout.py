@@ -59,10 +59,33 @@ def small_store(small_photos, tmp_path_factory) -> Path:
     return store
 
 
+# Set by launchers and cluster environments; a stale MASTER_ADDR makes rank 1 dial an unknown host forever.
+LAUNCH_VARS = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "GLOBAL_RANK", "RANK", "WORLD_SIZE",
+               "LOCAL_WORLD_SIZE", "GROUP_RANK", "TORCHELASTIC_RUN_ID")
+
+
+def clean_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS and not k.startswith("SLURM_")}
+    return {**env, **extra}
+
+
+@pytest.fixture
+def restore_launch_vars(monkeypatch):
+    """Building a DDP Trainer in-process leaves traces: the cluster environment exports MASTER_ADDR/MASTER_PORT
+    and the strategy sets the process-wide rank_zero_only.rank (3 after the SLURM test, which would silence every
+    later in-process run's rank-0 work). Undo both after the test."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
+    for key in [k for k in os.environ if k.startswith("SLURM_")] + list(LAUNCH_VARS):
+        monkeypatch.setenv(key, os.environ.get(key, ""))  # recorded, so undo also deletes what was absent
+        monkeypatch.delenv(key)
+    return monkeypatch
+
+
 def antimask(*args: str, timeout: float = 600, env: dict | None = None, launcher: list[str] | None = None):
     cmd = (launcher or [sys.executable, "-m"]) + ["antimask", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                          env={**os.environ, **(env or {})})
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=clean_env(**(env or {})))
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     return proc
 
@@ -85,7 +108,7 @@ def assert_one_run(run: Path, stages) -> dict:
 
 # ---- construction only: strategy and cluster environments -------------------------------------------------
 
-def test_auto_strategy_is_ddp_with_more_than_one_device(tmp_path):
+def test_auto_strategy_is_ddp_with_more_than_one_device(tmp_path, restore_launch_vars):
     from pytorch_lightning.strategies import DDPStrategy
 
     cfg = load_config(DEFAULT, [f"run.dir={tmp_path}", "trainer.accelerator=cpu", "trainer.devices=2"])
@@ -108,11 +131,10 @@ SLURM_ENV = {"SLURM_NTASKS": "4", "SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SL
              "SLURM_NODELIST": "node[07-08]"}
 
 
-def test_slurm_environment_gives_ranks_and_requeue_on_sigusr1(tmp_path, monkeypatch):
+def test_slurm_environment_gives_ranks_and_requeue_on_sigusr1(tmp_path, restore_launch_vars):
     from lightning_fabric.plugins.environments import SLURMEnvironment
 
-    for key in [k for k in os.environ if k.startswith(("SLURM_", "TORCHELASTIC", "LOCAL_RANK", "RANK", "WORLD"))]:
-        monkeypatch.delenv(key)
+    monkeypatch = restore_launch_vars
     for key, value in SLURM_ENV.items():
         monkeypatch.setenv(key, value)
     cfg = load_config(DEFAULT, [f"run.dir={tmp_path}", *ddp(2), "trainer.num_nodes=2"])
@@ -122,6 +144,10 @@ def test_slurm_environment_gives_ranks_and_requeue_on_sigusr1(tmp_path, monkeypa
     assert (trainer.global_rank, trainer.local_rank, trainer.node_rank, trainer.world_size) == (3, 1, 1, 4)
     assert not trainer.is_global_zero
     assert env.main_address == "node07"
+    assert os.environ["MASTER_ADDR"] == "node07"  # Lightning exports it; restore_launch_vars removes it again
+    from pytorch_lightning.utilities import rank_zero_only
+
+    assert rank_zero_only.rank == 3  # and restore_launch_vars puts it back
 
 
 # ---- two CPU processes ----------------------------------------------------------------------------------
@@ -205,7 +231,7 @@ def _wait_for(ready, what: str, proc: subprocess.Popen, timeout: float = 300) ->
 
 def test_sigusr1_saves_an_hpc_checkpoint_requeues_and_the_next_job_resumes(small_photos, small_store, tmp_path):
     run = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env = clean_env()
     env.update({"SLURM_NTASKS": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
                 "SLURM_JOB_NAME": "antimask", "SLURM_JOB_ID": "4242", "SLURM_NTASKS_PER_NODE": "1",
                 "SLURM_NODELIST": "localhost", "PATH": f"{_fake_scontrol(tmp_path)}:{os.environ['PATH']}"})

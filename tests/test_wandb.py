@@ -31,9 +31,19 @@ def read_wandb_records(path: Path) -> list:
     return records
 
 
-def _run_records(folder: Path):
-    (wandb_file,) = folder.glob("run-*.wandb")
-    return [r.run for r in read_wandb_records(wandb_file) if r.WhichOneof("record_type") == "run"]
+def _run_record(folder: Path, wait: float = 60.0):
+    """The run record of an offline run; wandb's service may still be flushing the file after finish()."""
+    deadline = time.time() + wait
+    while True:
+        try:
+            runs = {r.run.run_id: r.run for f in folder.glob("run-*.wandb") for r in read_wandb_records(f)
+                    if r.WhichOneof("record_type") == "run"}
+        except Exception:  # a chunk still being written
+            runs = {}
+        if runs or time.time() > deadline:
+            (record,) = runs.values()
+            return record
+        time.sleep(0.5)
 
 
 def test_offline_stages_of_one_run_are_one_group_without_network(small_photos, small_store, tmp_path, monkeypatch):
@@ -54,7 +64,7 @@ def test_offline_stages_of_one_run_are_one_group_without_network(small_photos, s
     assert len(folders) == 2, f"one offline run per stage, under the run folder: {folders}"
     seen = {}
     for folder in folders:
-        (record,) = {r.run_id: r for r in _run_records(folder)}.values()
+        record = _run_record(folder)
         seen[record.job_type] = record
         assert record.run_group == "exp7" and record.project == "antimask"
     assert set(seen) == {"face_decoder", "mask_decoder"}
