@@ -31,10 +31,10 @@ def _train_all(run: Path, store: Path, *extra: str, **kw) -> subprocess.Complete
 def sample_run(tmp_path_factory) -> Path:
     """train-all on the embedded sample (one epoch per stage), evaluation included."""
     root = tmp_path_factory.mktemp("pipeline")
-    proc = _train_all(root / "run", root / "store", *FAST)
+    proc = _train_all(root / "main", root / "store", *FAST)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "report:" in proc.stdout and "antimask predict" in proc.stdout
-    return root / "run"
+    return root / "main"
 
 
 def test_train_all_runs_every_stage_and_reports(sample_run):
@@ -94,3 +94,18 @@ def test_train_all_killed_mid_stage_finishes_every_stage_once(tmp_path):
     with open(run / "mask_decoder" / "metrics.csv") as fh:
         epochs_logged = sorted({int(r["epoch"]) for r in csv.DictReader(fh) if r.get("val/loss")})
     assert epochs_logged == [0, 1, 2, 3], "the loss history survives the resume"
+
+
+def test_ablations_train_beside_the_main_run_into_one_table(sample_run):
+    from antimask.ablations import run_ablations
+
+    root = sample_run.parent
+    store = read_manifest(sample_run)["store"]
+    before = (sample_run / "mask_decoder" / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    table = run_ablations(REPO / "experiments" / "default.yaml", [f"data.store={store}", *FAST], root=root,
+                          names=("no_landmarks",))
+    text = table.read_text()
+    assert "no_landmarks" in text and "anti_mask" in text and "telea" in text
+    assert read_manifest(root / "no_landmarks")["stages"]["mask_decoder"]["status"] == "done"
+    assert (sample_run / "mask_decoder" / "checkpoints" / "last.ckpt").stat().st_mtime_ns == before, \
+        "the finished main run is reused, not retrained"
