@@ -50,8 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] {suite} ...", flush=True)
         results[suite] = module.run(quick=args.quick)
         print(f"[bench] {suite}: {len(results[suite])} figures in {time.perf_counter() - start:.0f} s", flush=True)
-    record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": args.quick,
-              "machine": info, "results": results}
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    # Suites not run this time keep their earlier figures (each suite records its own date and size).
+    previous = json.loads((DOCS / "benchmarks.json").read_text()) if (DOCS / "benchmarks.json").exists() else {}
+    suites = {k: v for k, v in previous.get("suites", {}).items() if k not in results}
+    suites.update({k: {"date": now, "quick": args.quick, "machine": info, "rows": rows} for k, rows in results.items()})
+    record = {"date": now, "suites": {k: suites[k] for k in SUITES if k in suites}}
     DOCS.mkdir(exist_ok=True)
     (DOCS / "benchmarks.json").write_text(json.dumps(record, indent=2) + "\n")
     (DOCS / "benchmarks.md").write_text(render(record))
@@ -60,17 +64,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def render(record: dict) -> str:
-    m = record["machine"]
-    lines = [
-        "# Benchmarks",
-        "",
-        f"Written by `make bench` on {record['date']}{' (--quick sizes)' if record['quick'] else ''}.",
-        f"Machine: {m['cores']} cores, {m['cpu']}, GPU: {m['gpu']}; Python {m['python']}, torch {m['torch']}; "
-        f"load average at start {m['load_average_at_start']}.",
-        "",
-    ]
-    for suite, rows in record["results"].items():
-        lines += [f"## {suite}", "", "| measure | value | unit | note |", "|---|---|---|---|"]
+    lines = ["# Benchmarks", "", "Written by `make bench` (`python -m benchmarks.run`); each suite says when, on which "
+             "machine and at which size it last ran.", ""]
+    for suite, entry in record["suites"].items():
+        m, rows = entry["machine"], entry["rows"]
+        lines += [f"## {suite}", "",
+                  f"{entry['date']}{', --quick sizes' if entry['quick'] else ''}. Machine: {m['cores']} cores, {m['cpu']}, "
+                  f"GPU: {m['gpu']}; Python {m['python']}, torch {m['torch']}; load average at start "
+                  f"{m['load_average_at_start']}.", "",
+                  "| measure | value | unit | note |", "|---|---|---|---|"]
         lines += [f"| {r['name']} | {r['value']} | {r['unit']} | {r.get('note', '')} |" for r in rows]
         if not rows:
             lines.append("| (nothing measured on this machine) | | | |")

@@ -237,7 +237,9 @@ def _run_chunks(todo: list, parts: Path, workers: int, chunk: int, progress: boo
     if workers <= 1 or len(todo) < 2:
         consume(map(_work, todo))
     else:
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        # Not fork: a parent that has run dlib's CNN detector hands its thread-pool state to forked
+        # children, which then deadlock in the detector. forkserver children start from a clean process.
+        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
         with ctx.Pool(min(workers, len(todo))) as pool:
             consume(pool.imap(_work, todo, chunksize=2))
     bar.close()
