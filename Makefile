@@ -30,8 +30,11 @@ bench: $(STAMP)
 prepare: $(STAMP)
 	$(BIN)/antimask prepare $(if $(DATA),$(DATA),--sample) --out $(if $(STORE),$(STORE),runs/store) $(if $(CONFIG),--config $(CONFIG))
 
+# With DATA, the store and the run get folders named after the photo folder (runs/NAME, runs/NAME-store).
+RUN_NAME = $(notdir $(patsubst %/,%,$(DATA)))
 train-all: $(STAMP)
-	$(BIN)/antimask train-all $(if $(CONFIG),--config $(CONFIG),--config experiments/default.yaml) $(if $(DATA),data.sources=[$(DATA)]) $(ARGS)
+	$(BIN)/antimask train-all $(if $(CONFIG),--config $(CONFIG),--config experiments/default.yaml) \
+	  $(if $(DATA),data.sources=[$(abspath $(DATA))] data.store=runs/$(RUN_NAME)-store run.dir=runs/$(RUN_NAME)) $(ARGS)
 
 ablations: $(STAMP)
 	$(BIN)/antimask ablations $(ARGS)
