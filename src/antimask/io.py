@@ -51,6 +51,19 @@ def atomic_save_npy(path: str | Path, array: np.ndarray) -> Path:
     return Path(path)
 
 
+def atomic_write_csv(path: str | Path, rows: list[dict]) -> Path:
+    """Rows of dicts as CSV; the header is the union of their keys in first-seen order."""
+    import csv
+    import io
+
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buffer.getvalue())
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, (np.integer,)):
         return int(value)

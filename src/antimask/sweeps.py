@@ -7,15 +7,13 @@ train-all in ``<base>/<point name>``, and the points are gathered into one resul
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import math
 from pathlib import Path
 from typing import Any, Optional
 
 from antimask.config import ConfigError
-from antimask.io import atomic_write_text
+from antimask.io import atomic_write_csv, atomic_write_text
 
 SEARCHES = ("grid", "random", "bayes")
 DEFAULT_RANDOM_RUNS = 8  # points a random/bayes sweep draws locally without --max-runs or run_cap
@@ -153,12 +151,8 @@ def _row(name: str, point: dict, folder: Path, split: str) -> dict[str, Any]:
 
 
 def write_table(rows: list[dict[str, Any]], out_md: Path, out_csv: Path, title: str) -> None:
+    atomic_write_csv(out_csv, rows)
     fields = list(dict.fromkeys(k for r in rows for k in r))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out_csv, buffer.getvalue())
 
     def cell(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))

@@ -220,19 +220,10 @@ def torch_load_epoch(path: str) -> int:
 
 def _prepend_history(path: Path, history: list[dict], resumed_epoch: int) -> None:
     """Lightning's CSVLogger starts metrics.csv afresh on resume; keep the epochs before the resume."""
-    import csv
-    import io
-
-    from antimask.io import atomic_write_text
+    from antimask.io import atomic_write_csv
 
     kept = [r for r in history if r.get("epoch", "") != "" and int(r["epoch"]) <= resumed_epoch]
-    rows = kept + _read_rows(path)
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
+    atomic_write_csv(path, kept + _read_rows(path))
 
 
 def _wait_until(ready, what: str, timeout: float = 6 * 3600, poll: float = 2.0) -> None:
