@@ -64,6 +64,45 @@ def atomic_write_csv(path: str | Path, rows: list[dict]) -> Path:
     return atomic_write_text(path, buffer.getvalue())
 
 
+class WeightsFileError(ValueError):
+    """A weights file that cannot be read safely; ``unreadable`` says whether reading itself failed."""
+
+    def __init__(self, message: str, unreadable: bool):
+        super().__init__(message)
+        self.unreadable = unreadable
+
+
+# Keys under which training scripts commonly nest the state dict.
+_STATE_WRAPPERS = ("state_dict", "model", "module", "state_dict_ema")
+
+
+def read_state_dict(path: str | Path) -> dict:
+    """A state dict of tensors from a .safetensors or torch file, never unpickling objects.
+
+    torch files load with ``weights_only=True``; a wrapping dict (``state_dict``, ``model``, ...) is
+    unwrapped. Raises ``WeightsFileError`` naming what went wrong; callers add where the file belongs.
+    """
+    import torch
+
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - corrupt, foreign or code-carrying files all get one answer
+        raise WeightsFileError(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", True) from None
+    for wrapper in _STATE_WRAPPERS:
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise WeightsFileError(f"not a state dict of tensors (got {type(state).__name__})", False)
+    return state
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, (np.integer,)):
         return int(value)

@@ -11,6 +11,7 @@ from typing import Optional
 
 import torch
 
+from antimask import io
 from antimask.backbones.registry import FrozenBackbone, WeightsError, file_sha256
 
 HF_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -40,22 +41,12 @@ class TimmBackbone(FrozenBackbone):
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A safetensors file or a state dict (``weights_only``: no code is unpickled)."""
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001
-        raise WeightsError(f"{path}: cannot read weights ({type(err).__name__}: {err}); expected a .safetensors file "
-                           "or a PyTorch state dict") from None
-    for wrapper in ("state_dict", "model", "state_dict_ema"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-            break
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise WeightsError(f"{path}: not a state dict of tensors (got {type(state).__name__})")
-    return state
+        return io.read_state_dict(path)
+    except io.WeightsFileError as err:
+        if err.unreadable:
+            raise WeightsError(f"{path}: cannot read weights ({err}); expected a .safetensors file "
+                               "or a PyTorch state dict") from None
+        raise WeightsError(f"{path}: {err}") from None
 
 
 def load_into(model: torch.nn.Module, path: Path, model_name: str) -> None:

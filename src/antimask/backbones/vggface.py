@@ -14,7 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from antimask.backbones.registry import FrozenBackbone, WeightsError, file_sha256, register_backbone
+from antimask import io
+from antimask.backbones.registry import (
+    FrozenBackbone,
+    WeightsError,
+    file_sha256,
+    register_backbone,
+)
 
 PTH_URL = "https://www.robots.ox.ac.uk/~albanie/models/pytorch-mcn/vgg_face_dag.pth"
 H5_URL = "https://github.com/rcmalli/keras-vggface/releases/download/v2.0/rcmalli_vggface_tf_vgg16.h5"
@@ -120,19 +126,12 @@ def init_random(model: VGGFace, seed: int = 0) -> VGGFace:
 def load_pth(path: Path) -> dict[str, torch.Tensor]:
     """A ``vgg_face_dag.pth`` state dict (or a .safetensors with the same keys), loaded without unpickling code."""
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same explanation
-        raise WeightsError(f"{path}: cannot read a PyTorch state dict ({type(err).__name__}: {err}); "
-                           f"expected vgg_face_dag.pth; {PUBLISHED}") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise WeightsError(f"{path}: not a state dict of tensors (got {type(state).__name__}); {PUBLISHED}")
+        state = io.read_state_dict(path)
+    except io.WeightsFileError as err:
+        if err.unreadable:
+            raise WeightsError(f"{path}: cannot read a PyTorch state dict ({err}); expected vgg_face_dag.pth; "
+                               f"{PUBLISHED}") from None
+        raise WeightsError(f"{path}: {err}; {PUBLISHED}") from None
     return {k: v.float() for k, v in state.items()}
 
 

@@ -6,12 +6,13 @@ local weights are given), always ending in a linear layer to the backbone's feat
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import nn
+
+from antimask.io import WeightsFileError, read_state_dict
 
 # Conv blocks (two 3x3 convs + 2x2 max-pool each) of the VGG-style encoder; widths w, 2w, 4w, 8w.
 _VGG_BLOCKS = 4
@@ -36,21 +37,13 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"encoder weights file {path} not found (model.encoder_weights)")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:  # a pickle that would run code (or just build objects): refused
-        raise ValueError(f"encoder weights file {path} refused: not a weights-only state dict (loading it would "
-                         f"unpickle arbitrary objects: {str(err).splitlines()[0]})") from None
-    for key in ("state_dict", "model", "module"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise ValueError(f"encoder weights file {path} holds a {type(state).__name__}, not a state dict")
-    return state
+        return read_state_dict(path)
+    except WeightsFileError as err:
+        if err.unreadable:
+            raise ValueError(f"encoder weights file {path} refused: not a weights-only state dict (loading it "
+                             f"would unpickle arbitrary objects or the file is corrupt: {err})") from None
+        raise ValueError(f"encoder weights file {path}: {err}") from None
 
 
 class UpperEncoder(nn.Module):
