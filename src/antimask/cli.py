@@ -21,10 +21,14 @@ def _config(args, extra: list[str] | None = None):
 
 
 def cmd_prepare(args) -> int:
+    from antimask.config import ConfigError
     from antimask.data.prepare import prepare_store, sample_sources
 
     cfg = _config(args)
-    sources = args.sources or list(cfg.data.sources) or sample_sources(args.out.parent / "sample_photos")
+    if args.sample and args.sources:
+        raise ConfigError("prepare: give photo folders or --sample, not both")
+    sample = args.sample or not (args.sources or cfg.data.sources)
+    sources = sample_sources(args.out.parent / "sample_photos") if sample else (args.sources or list(cfg.data.sources))
     summary = prepare_store(sources, args.out, cfg, progress=not args.quiet)
     print(f"store: {args.out} ({summary['aligned']} faces, {summary['rejected']} rejected; see rejected.csv)")
     return 0

@@ -325,10 +325,6 @@ def _write_photo_group(out: Path, accepted: list, records: list[dict], size: int
     write_group(out, build, landmarks, Table.from_records(records), {"inputs": inputs, "image_size": size})
 
 
-def store_is_current(out: str | Path) -> bool:
-    return (Path(out) / "header.json").exists()
-
-
 def sample_sources(folder: Optional[str | Path] = None) -> list[Path]:
     """The embedded sample's photo folder, written on first use (see ``antimask.data.sample``)."""
     from antimask.data.sample import write_sample
