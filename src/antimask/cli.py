@@ -70,9 +70,15 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_ablations(args) -> int:
-    from antimask.ablations import run_ablations
+    from antimask.ablations import run_ablations, run_improvements
 
-    run_ablations(args.config, args.overrides, root=args.root)
+    if args.improved:
+        if args.config is not None:
+            raise SystemExit("antimask ablations --improved uses experiments/default.yaml and improved.yaml; "
+                             "give changes as key=value overrides instead of --config")
+        run_improvements(args.overrides, root=args.root or "runs/improvements")
+    else:
+        run_ablations(args.config, args.overrides, root=args.root or "runs/ablations")
     return 0
 
 
@@ -148,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("ablations", help="train the paper's ablations beside the main run, one combined table")
-    p.add_argument("--root", default="runs/ablations", type=Path)
+    p.add_argument("--root", default=None, type=Path, help="runs/ablations (runs/improvements with --improved)")
+    p.add_argument("--improved", action="store_true",
+                   help="instead: each change of experiments/improved.yaml on its own, beside the paper model")
     _add_config_args(p)
     p.set_defaults(func=cmd_ablations)
 

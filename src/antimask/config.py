@@ -30,6 +30,9 @@ class RunConfig:
     dir: str = "runs/default"  # every output of a run (store excepted) lives under this folder
     seed: int = 0
     name: Optional[str] = None  # W&B / report name; defaults to the run folder's name
+    # stage -> run folder: take that run's finished stage (copied in) instead of training it here; the run
+    # must share the store, face size, split row and backbone (e.g. decoder sweeps that keep one encoder)
+    reuse: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -113,6 +116,16 @@ class ModelConfig:
     encoder_weights: Optional[str] = None
     encoder_loss: str = "mse"  # mse | cosine
     seam_width: int = 4  # feathered rows where the drawn lower band meets the real upper band
+    # ---- beyond the paper (experiments/improved.yaml); the defaults are the paper's model
+    decoder: str = "paper"  # paper (features only) | appearance (U-Net that also sees the upper crop)
+    seam_colour_rows: int = 0  # >0: shift the drawn band's colour to the real rows above the seam (inference)
+    landmark_warp: bool = False  # thin-plate-spline warp of the drawn band onto the predicted landmarks
+    ssim_weight: float = 0.0  # + ssim_weight * (1 - SSIM) of the lower band
+    identity_weight: float = 0.0  # + identity_weight * (1 - cos) through the frozen backbone (vggface, timm)
+    perceptual_weight: float = 0.0  # + perceptual_weight * L1 of frozen perceptual_net feature maps
+    perceptual_net: str = "vgg16"  # a timm model; its weights file is model.perceptual_weights
+    perceptual_weights: Optional[str] = None
+    adversarial_weight: float = 0.0  # + adversarial_weight * PatchGAN hinge loss (manual optimisation)
 
 
 @dataclass
@@ -120,6 +133,7 @@ class StageConfig:
     max_epochs: int = 100
     lr: float = 1e-4
     weight_decay: float = 0.0
+    scheduler: str = "none"  # none | cosine (the learning rate falls to 0 over max_epochs)
     limit_train_batches: Optional[float] = None
     limit_val_batches: Optional[float] = None
 
@@ -359,8 +373,26 @@ def validate(cfg: DictConfig) -> None:
     enc = cfg.model.encoder
     _check(enc == "vgg" or (enc.startswith("timm:") and len(enc) > 5), "model.encoder",
            f"'{enc}' is not one of vgg, timm:<model>")
+    m = cfg.model
+    _check(m.decoder in ("paper", "appearance"), "model.decoder", f"'{m.decoder}' is not one of paper, appearance")
+    _check(m.seam_colour_rows >= 0, "model.seam_colour_rows", "must be >= 0 (0 = off)")
+    for name in ("ssim_weight", "identity_weight", "perceptual_weight", "adversarial_weight"):
+        _check(m[name] >= 0, f"model.{name}", "must be >= 0 (0 = off)")
+    _check(not (m.decoder == "appearance" and m.full_face), "model.decoder",
+           "the appearance decoder draws the lower band; model.full_face needs model.decoder=paper")
+    _check(not m.landmark_warp or (m.use_landmarks and not m.full_face), "model.landmark_warp",
+           "needs the lower-face landmark head (model.use_landmarks=true, model.full_face=false)")
+    _check(m.identity_weight == 0 or cfg.backbone.name != "dlib", "model.identity_weight",
+           "needs a differentiable backbone (vggface or timm:<model>); dlib's descriptor runs outside torch")
+    _check(m.adversarial_weight == 0 or (cfg.trainer.accumulate_grad_batches == 1
+                                         and cfg.trainer.gradient_clip_val is None), "model.adversarial_weight",
+           "trains with manual optimisation: set trainer.accumulate_grad_batches=1 and no gradient_clip_val")
+    for stage in cfg.run.reuse:
+        _check(stage in ("face_decoder", "mask_decoder", "encoder"), f"run.reuse.{stage}",
+               "is not a stage (face_decoder, mask_decoder, encoder)")
     for stage in ("face_decoder", "mask_decoder", "encoder"):
         s = cfg.stages[stage]
+        _check(s.scheduler in ("none", "cosine"), f"stages.{stage}.scheduler", f"'{s.scheduler}' is not one of none, cosine")
         _check(s.lr > 0, f"stages.{stage}.lr", f"{s.lr} must be positive")
         _check(s.max_epochs >= 1, f"stages.{stage}.max_epochs", "must be at least 1")
         _check(s.weight_decay >= 0, f"stages.{stage}.weight_decay", "must be >= 0")

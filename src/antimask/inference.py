@@ -46,7 +46,8 @@ def load_model(run_dir: str | Path, cfg: DictConfig):
 
     encoder = stage_checkpoint(run_dir, "encoder")
     decoder = stage_checkpoint(run_dir, "mask_decoder")
-    return AntiMask.from_checkpoints(encoder, decoder, seam_width=int(cfg.model.seam_width))
+    return AntiMask.from_checkpoints(encoder, decoder, seam_width=int(cfg.model.seam_width),
+                                    seam_colour_rows=int(cfg.model.seam_colour_rows))
 
 
 def resolve_device(name: str) -> str:

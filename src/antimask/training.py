@@ -240,7 +240,7 @@ def _wait_until(ready, what: str, timeout: float = 6 * 3600, poll: float = 2.0) 
 _NOT_RESULTS = ("trainer.ckpt_path", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.accelerator",
                 "trainer.log_every_n_steps", "trainer.image_log_every_n_epochs", "data.num_workers",
                 "data.pin_memory", "data.persistent_workers", "prepare.workers", "augment.workers", "wandb", "run.name",
-                "eval")
+                "run.reuse", "eval")
 
 
 def results_hash(cfg: DictConfig) -> str:
@@ -300,6 +300,41 @@ def train_stage(cfg: DictConfig, stage: str, datamodule=None) -> tuple[dict, dic
     return metrics, {"trainer": trainer, "module": module, "datamodule": dm}
 
 
+_REUSE_MUST_MATCH = ("data.store", "data.image_size", "data.split_row", "backbone.name", "backbone.weights",
+                     "backbone.layer")
+
+
+def reuse_stage(cfg: DictConfig, stage: str, source: Path) -> dict:
+    """Copy another run's finished stage (checkpoint, loss history, manifest entry) into this run."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    folder = run_dir(cfg)
+    theirs = run_config(source)
+    for key in _REUSE_MUST_MATCH:
+        a, b = OmegaConf.select(cfg, key), OmegaConf.select(theirs, key)
+        if key == "data.store":
+            a, b = Path(a).resolve(), Path(b).resolve()
+        if a != b:
+            raise ManifestError(f"run.reuse.{stage}={source}: that run has {key}={b}, this run {a}; "
+                                "a stage can only be reused on the same store, face size and backbone")
+    best = stage_checkpoint(source, stage)
+    entry = dict(read_manifest(source)["stages"][stage])
+    target = stage_dir(cfg, stage)
+    (target / "checkpoints").mkdir(parents=True, exist_ok=True)
+    copied = target / "checkpoints" / "best.ckpt"
+    shutil.copy2(best, copied.with_suffix(".ckpt.part"))
+    copied.with_suffix(".ckpt.part").replace(copied)
+    if (source / stage / "metrics.csv").is_file():
+        shutil.copy2(source / stage / "metrics.csv", target / "metrics.csv")
+    entry.update(best_checkpoint=os.path.relpath(copied, folder), last_checkpoint=os.path.relpath(copied, folder),
+                 reused_from=str(source), config_hash=results_hash(cfg))
+    save_config(cfg, folder)
+    print(f"[train-all] {stage}: reused from {source} ({entry['best_checkpoint']})")
+    return update_manifest(cfg, stage, entry, read_manifest(source).get("store_digest", ""))
+
+
 def train_all(cfg: DictConfig, evaluate: bool = True) -> dict:
     """prepare -> augment -> features -> face decoder -> mask decoder -> encoder -> evaluation.
 
@@ -313,6 +348,9 @@ def train_all(cfg: DictConfig, evaluate: bool = True) -> dict:
     want = results_hash(cfg)
     for stage in STAGES:
         entry = done.get(stage, {})
+        if stage in cfg.run.reuse and not entry.get("reused_from"):
+            reuse_stage(cfg, stage, Path(cfg.run.reuse[stage]))
+            continue
         if entry.get("status") == "done":
             if entry.get("config_hash") != want:
                 raise ManifestError(

@@ -116,11 +116,11 @@ def _batched(fn, faces: np.ndarray, batch_size: int, *extra: np.ndarray) -> np.n
 
 
 def draw_anti_mask(encoder, mask_decoder, real: np.ndarray, split_row: int, seam_width: int,
-                   batch_size: int) -> np.ndarray:
+                   batch_size: int, seam_colour_rows: int = 0) -> np.ndarray:
     """Encoder + mask decoder composited exactly as ``AntiMask`` does (rows of seam weight 0 are real)."""
     from antimask.models.antimask import AntiMask
 
-    model = AntiMask(encoder.encoder, mask_decoder.decoder, real.shape[1], split_row, seam_width)
+    model = AntiMask(encoder.encoder, mask_decoder.decoder, real.shape[1], split_row, seam_width, seam_colour_rows)
     return _keep_real_rows(_batched(lambda x: to_uint8(model(x)), real, batch_size), real, split_row, seam_width)
 
 
@@ -253,11 +253,13 @@ def evaluate_run(run_dir: str | Path, split: Optional[str] = None, name: Optiona
     modules = _load(ckpts, feature_dim, size, split_row, run_dir)
     seam = int(cfg.model.seam_width)
     drawn: dict[str, np.ndarray] = {
-        "anti_mask": draw_anti_mask(modules["encoder"], modules["mask_decoder"], real, split_row, seam, batch)}
+        "anti_mask": draw_anti_mask(modules["encoder"], modules["mask_decoder"], real, split_row, seam, batch,
+                                    int(cfg.model.seam_colour_rows))}
     for label in extra:
         m = _load(extra_ckpts[label], feature_dim, size, split_row, extra[label])
         drawn[label] = draw_anti_mask(m["encoder"], m["mask_decoder"], real, split_row,
-                                      int(extra_cfgs[label].model.seam_width), batch)
+                                      int(extra_cfgs[label].model.seam_width), batch,
+                                      int(extra_cfgs[label].model.seam_colour_rows))
     drawn["full_face_redraw"] = draw_full_face(modules["face_decoder"], real_features, batch)
     drawn["encoder_face_decoder"] = draw_encoder_face_decoder(
         modules["encoder"], modules["face_decoder"], real, split_row, seam, int(e.seam_rows), batch)

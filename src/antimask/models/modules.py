@@ -19,8 +19,10 @@ from omegaconf import DictConfig
 from torchmetrics import MeanMetric, MinMetric
 
 from antimask.config import split_row_for
-from antimask.data.align import LOWER_POINTS
-from antimask.models.components import Decoder, UpperEncoder
+from antimask.data.align import LOWER_POINTS, TEMPLATE_224, TEMPLATE_SIZE
+from antimask.models.components import AppearanceDecoder, Decoder, LandmarkWarp, UpperEncoder
+from antimask.models.components.discriminator import PatchDiscriminator, discriminator_loss, generator_loss
+from antimask.models.losses import ssim_loss
 
 NUM_LANDMARKS = 68
 
@@ -86,9 +88,22 @@ class _StageModule(pl.LightningModule):
         self.val_loss_best(self.val_loss.compute())
         self.log("val/loss_best", self.val_loss_best.compute(), sync_dist=True, prog_bar=True)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+    def _adam(self, params: list[torch.nn.Parameter], **kwargs) -> torch.optim.Optimizer:
+        return torch.optim.Adam([p for p in params if p.requires_grad], lr=self.hparams.lr,
+                                weight_decay=self.hparams.weight_decay, **kwargs)
+
+    def _schedule(self, optimizer: torch.optim.Optimizer) -> Optional[dict]:
+        """stages.<stage>.scheduler: none, or cosine from lr to 0 over the stage's max_epochs."""
+        if self.hparams.get("scheduler", "none") != "cosine":
+            return None
+        epochs = max(int(self.trainer.max_epochs or 1), 1)
+        return {"scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs),
+                "interval": "epoch"}
+
+    def configure_optimizers(self):
+        optimizer = self._adam(list(self.parameters()))
+        schedule = self._schedule(optimizer)
+        return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
 
 
 def _decoder_kwargs(cfg: DictConfig, stage: str) -> dict[str, Any]:
@@ -98,7 +113,7 @@ def _decoder_kwargs(cfg: DictConfig, stage: str) -> dict[str, Any]:
                 shared_dim=int(cfg.model.shared_dim), decoder_channels=int(cfg.model.decoder_channels),
                 decoder_upsamplings=int(cfg.model.decoder_upsamplings),
                 landmark_weight=float(cfg.model.landmark_weight), texture_weight=float(cfg.model.texture_weight),
-                lr=float(s.lr), weight_decay=float(s.weight_decay))
+                lr=float(s.lr), weight_decay=float(s.weight_decay), scheduler=str(s.scheduler))
 
 
 class FaceDecoderModule(_StageModule):
@@ -109,7 +124,7 @@ class FaceDecoderModule(_StageModule):
     def __init__(self, feature_dim: int, image_size: int, split_row: int, shared_dim: int = 1000,
                  decoder_channels: int = 256, decoder_upsamplings: int = 4, use_landmarks: bool = True,
                  landmark_weight: float = 10.0, texture_weight: float = 100.0, lr: float = 1e-4,
-                 weight_decay: float = 0.0, stage: str = "face_decoder"):
+                 weight_decay: float = 0.0, scheduler: str = "none", stage: str = "face_decoder"):
         super().__init__()
         self._check_stage(stage)
         self.save_hyperparameters(logger=False)
@@ -141,6 +156,13 @@ class MaskDecoderModule(_StageModule):
 
     Ablations: ``use_landmarks=False`` drops the landmark head; ``full_face=True`` draws the whole face
     (and all 68 landmarks), as in the paper's full-face redraw.
+
+    Beyond the paper (each off by default): ``decoder="appearance"`` also sees the upper crop (U-Net);
+    ``landmark_warp`` warps the drawn band onto the predicted landmarks; extra loss terms ``ssim_weight``,
+    ``identity_weight`` (through the frozen backbone, attached by ``from_config``), ``perceptual_weight``
+    (a frozen timm network from a local weights file) and ``adversarial_weight`` (a PatchGAN on the
+    completed face, trained by manual optimisation). The frozen loss networks are never saved in the
+    checkpoint; the discriminator is (a resumed run continues the game).
     """
 
     STAGE = "mask_decoder"
@@ -149,7 +171,11 @@ class MaskDecoderModule(_StageModule):
     def __init__(self, feature_dim: int, image_size: int, split_row: int, shared_dim: int = 1000,
                  decoder_channels: int = 256, decoder_upsamplings: int = 4, use_landmarks: bool = True,
                  full_face: bool = False, landmark_weight: float = 10.0, texture_weight: float = 100.0,
-                 lr: float = 1e-4, weight_decay: float = 0.0, stage: str = "mask_decoder"):
+                 lr: float = 1e-4, weight_decay: float = 0.0, scheduler: str = "none", decoder: str = "paper",
+                 landmark_warp: bool = False, ssim_weight: float = 0.0, identity_weight: float = 0.0,
+                 perceptual_weight: float = 0.0, perceptual_net: str = "vgg16",
+                 perceptual_weights: Optional[str] = None, adversarial_weight: float = 0.0,
+                 stage: str = "mask_decoder"):
         super().__init__()
         self._check_stage(stage)
         if not 0 < split_row < image_size:
@@ -157,21 +183,64 @@ class MaskDecoderModule(_StageModule):
         self.save_hyperparameters(logger=False)
         height = image_size if full_face else image_size - split_row
         points = (NUM_LANDMARKS if full_face else len(LOWER_POINTS)) if use_landmarks else 0
-        self.decoder = Decoder(feature_dim, height, image_size, points, shared_dim, decoder_channels,
-                               decoder_upsamplings)
+        if decoder == "paper":
+            self.decoder = Decoder(feature_dim, height, image_size, points, shared_dim, decoder_channels,
+                                   decoder_upsamplings)
+        elif decoder == "appearance":
+            if full_face:
+                raise ValueError("the appearance decoder draws the lower band; full_face needs decoder='paper'")
+            self.decoder = AppearanceDecoder(feature_dim, image_size, split_row, points, shared_dim,
+                                             decoder_channels, decoder_upsamplings)
+        else:
+            raise ValueError(f"unknown decoder '{decoder}': use paper or appearance")
+        if landmark_warp:
+            if full_face or not use_landmarks:
+                raise ValueError("landmark_warp needs the lower-face landmark head (use_landmarks, not full_face)")
+            template = torch.from_numpy(TEMPLATE_224[LOWER_POINTS] / TEMPLATE_SIZE)
+            self.decoder.warp = LandmarkWarp(image_size, split_row, template)
+        self.discriminator = PatchDiscriminator() if adversarial_weight > 0 else None
+        self.automatic_optimization = adversarial_weight == 0
+        self._frozen: dict[str, torch.nn.Module] = {}  # identity / perceptual loss nets: not in the state dict
+
+    def attach_identity_backbone(self, backbone) -> None:
+        """The frozen backbone the identity loss runs through (it must be differentiable)."""
+        from antimask.models.losses import IdentityLoss
+
+        self._frozen["identity"] = IdentityLoss(backbone)
+
+    def _loss_net(self, name: str) -> torch.nn.Module:
+        if name not in self._frozen:
+            if name == "identity":
+                raise RuntimeError("identity_weight > 0 needs attach_identity_backbone(backbone) before training "
+                                   "(MaskDecoderModule.from_config does it)")
+            from antimask.models.losses import PerceptualLoss
+
+            self._frozen[name] = PerceptualLoss(self.hparams.perceptual_net, self.hparams.perceptual_weights)
+        net = self._frozen[name]
+        return net.to(self.device)
 
     @classmethod
     def from_config(cls, cfg: DictConfig, feature_dim: int,
                     face_decoder_ckpt: Optional[str | Path] = None) -> "MaskDecoderModule":
-        module = cls(feature_dim=int(feature_dim), use_landmarks=bool(cfg.model.use_landmarks),
-                     full_face=bool(cfg.model.full_face), **_decoder_kwargs(cfg, cls.STAGE))
+        m = cfg.model
+        module = cls(feature_dim=int(feature_dim), use_landmarks=bool(m.use_landmarks), full_face=bool(m.full_face),
+                     decoder=str(m.decoder), landmark_warp=bool(m.landmark_warp), ssim_weight=float(m.ssim_weight),
+                     identity_weight=float(m.identity_weight), perceptual_weight=float(m.perceptual_weight),
+                     perceptual_net=str(m.perceptual_net),
+                     perceptual_weights=None if m.perceptual_weights is None else str(m.perceptual_weights),
+                     adversarial_weight=float(m.adversarial_weight), **_decoder_kwargs(cfg, cls.STAGE))
+        if module.hparams.identity_weight > 0:
+            from antimask.backbones import backbone_from_config
+
+            module.attach_identity_backbone(backbone_from_config(cfg))
         # model.init_from_face_decoder says whether the pipeline hands over the face decoder's checkpoint
         if face_decoder_ckpt is not None:
             module.init_from_face_decoder(face_decoder_ckpt)
         return module
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        return self.decoder(features)
+    def forward(self, features: torch.Tensor, upper: Optional[torch.Tensor] = None
+                ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        return self.decoder(features, upper)
 
     def init_from_face_decoder(self, source: "str | Path | FaceDecoderModule") -> list[str]:
         """Copy the face decoder's weights where they mean the same thing; returns the copied names.
@@ -217,8 +286,10 @@ class MaskDecoderModule(_StageModule):
         b = src["texture.fc.bias"].view(c, fh, fw)[:, top:top + lh].reshape(-1)
         return {"texture.fc.weight": w, "texture.fc.bias": b}
 
-    def compute_losses(self, batch):
-        image, points = self.decoder(batch["features"])
+    def compute_losses(self, batch, adversarial: bool = False):
+        """(loss, extra metrics); with ``adversarial`` the generator's PatchGAN term is added and the
+        completed faces come back as extra["completed"] for the discriminator step."""
+        image, points = self.decoder(batch["features"], batch["upper"])
         image = image.float()
         hp = self.hparams
         target = batch["face"] if hp.full_face else batch["lower"]
@@ -227,10 +298,57 @@ class MaskDecoderModule(_StageModule):
             truth = batch["landmarks"] if hp.full_face else batch["lower_landmarks"]
             loss = loss + hp.landmark_weight * F.mse_loss(points.float(), truth)
         lower = image[:, :, hp.split_row:] if hp.full_face else image
-        return loss, {"l1_lower": F.l1_loss(lower.detach(), batch["lower"])}
+        extra = {"l1_lower": F.l1_loss(lower.detach(), batch["lower"])}
+        if hp.get("ssim_weight", 0) > 0:
+            loss = loss + hp.ssim_weight * ssim_loss(lower, batch["lower"])
+        if hp.get("perceptual_weight", 0) > 0:
+            loss = loss + hp.perceptual_weight * self._loss_net("perceptual")(lower, batch["lower"])
+        needs_face = hp.get("identity_weight", 0) > 0 or adversarial
+        if needs_face:
+            completed = torch.cat([batch["upper"], lower], dim=2)
+            if hp.identity_weight > 0:
+                loss = loss + hp.identity_weight * self._loss_net("identity")(completed, batch["features"])
+            if adversarial:
+                loss = loss + hp.adversarial_weight * generator_loss(self.discriminator(completed))
+                extra["completed"] = completed
+        return loss, extra
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.automatic_optimization:
+            return super().training_step(batch, batch_idx)
+        gen_opt, disc_opt = self.optimizers()
+        loss, extra = self.compute_losses(batch, adversarial=True)
+        gen_opt.zero_grad()
+        self.manual_backward(loss)
+        gen_opt.step()
+        fake = extra["completed"].detach()
+        disc_loss = discriminator_loss(self.discriminator(batch["face"]), self.discriminator(fake))
+        disc_opt.zero_grad()
+        self.manual_backward(disc_loss)
+        disc_opt.step()
+        n = len(batch["features"])
+        self.train_loss(loss.detach())
+        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("train/discriminator_loss", disc_loss.detach(), on_step=True, on_epoch=True, batch_size=n)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        if not self.automatic_optimization:  # manual optimisation steps its schedulers itself
+            schedulers = self.lr_schedulers()
+            for sch in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+                sch.step()
+
+    def configure_optimizers(self):
+        if self.discriminator is None:
+            return super().configure_optimizers()
+        gen = self._adam([p for n, p in self.named_parameters() if not n.startswith("discriminator.")],
+                         betas=(0.5, 0.999))
+        disc = self._adam(list(self.discriminator.parameters()), betas=(0.5, 0.999))
+        schedules = [s for s in (self._schedule(gen), self._schedule(disc)) if s is not None]
+        return [gen, disc], schedules
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int = 0) -> torch.Tensor:
-        return self.decoder.draw(batch["features"])
+        return self.decoder.draw(batch["features"], batch["upper"])
 
 
 class EncoderDistillModule(_StageModule):
@@ -241,7 +359,7 @@ class EncoderDistillModule(_StageModule):
 
     def __init__(self, feature_dim: int, image_size: int, split_row: int, encoder: str = "vgg",
                  encoder_width: int = 32, encoder_weights: Optional[str] = None, encoder_loss: str = "mse",
-                 lr: float = 1e-4, weight_decay: float = 0.0, stage: str = "encoder"):
+                 lr: float = 1e-4, weight_decay: float = 0.0, scheduler: str = "none", stage: str = "encoder"):
         super().__init__()
         self._check_stage(stage)
         if encoder_loss not in ("mse", "cosine"):
@@ -257,7 +375,8 @@ class EncoderDistillModule(_StageModule):
         return cls(feature_dim=int(feature_dim), image_size=size, split_row=split_row_for(size, cfg.data.split_row),
                    encoder=str(cfg.model.encoder), encoder_width=int(cfg.model.encoder_width),
                    encoder_weights=None if weights is None else str(weights),
-                   encoder_loss=str(cfg.model.encoder_loss), lr=float(s.lr), weight_decay=float(s.weight_decay))
+                   encoder_loss=str(cfg.model.encoder_loss), lr=float(s.lr), weight_decay=float(s.weight_decay),
+                   scheduler=str(s.scheduler))
 
     def forward(self, upper: torch.Tensor) -> torch.Tensor:
         return self.encoder(upper)

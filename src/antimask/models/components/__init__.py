@@ -1,7 +1,15 @@
 """Plain ``nn.Module`` networks: decoders (texture, landmarks, shared layer) and the upper-face encoder."""
 
-from antimask.models.components.decoder import Decoder, LandmarkHead, SharedLayer, TextureDecoder, start_grid
+from antimask.models.components.decoder import (
+    AppearanceDecoder,
+    Decoder,
+    LandmarkHead,
+    LandmarkWarp,
+    SharedLayer,
+    TextureDecoder,
+    start_grid,
+)
 from antimask.models.components.encoder import UpperEncoder, load_weights_file
 
-__all__ = ["Decoder", "LandmarkHead", "SharedLayer", "TextureDecoder", "UpperEncoder", "load_weights_file",
-           "start_grid"]
+__all__ = ["AppearanceDecoder", "Decoder", "LandmarkHead", "LandmarkWarp", "SharedLayer", "TextureDecoder",
+           "UpperEncoder", "load_weights_file", "start_grid"]

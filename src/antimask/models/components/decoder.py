@@ -11,6 +11,7 @@ import math
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # Channels never shrink below this while the grid grows (keeps the last layers expressive).
@@ -90,15 +91,133 @@ class Decoder(nn.Module):
         self.landmarks: Optional[LandmarkHead] = (
             LandmarkHead(trunk_dim, num_landmarks, landmark_sigmoid) if num_landmarks > 0 else None)
         self.texture = TextureDecoder(trunk_dim, height, width, channels, upsamplings)
+        self.warp: Optional[nn.Module] = None  # a LandmarkWarp: the texture follows the predicted landmarks
 
     def trunk(self, features: torch.Tensor) -> torch.Tensor:
         return self.shared(features) if self.shared is not None else features
 
-    def draw(self, features: torch.Tensor) -> torch.Tensor:
-        """Only the image (what inference needs)."""
+    def draw(self, features: torch.Tensor, upper: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Only the image (what inference needs); ``upper`` is ignored (the paper's decoder sees features only)."""
+        if self.warp is not None:
+            return self.forward(features)[0]
         return self.texture(self.trunk(features))
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def forward(self, features: torch.Tensor, upper: Optional[torch.Tensor] = None
+                ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         h = self.trunk(features)
         points = self.landmarks(h) if self.landmarks is not None else None
-        return self.texture(h), points
+        image = self.texture(h)
+        if self.warp is not None:
+            image = self.warp(image, points)
+        return image, points
+
+
+def _conv_block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class AppearanceDecoder(nn.Module):
+    """Identity features + the visible upper crop -> the lower band (B,3,S-R,S) and optional landmarks.
+
+    The upper crop sits on an (S, S) canvas (rows below the split are zero; a fourth channel marks the
+    real rows). A U-Net encodes the canvas in ``levels`` stride-2 steps; at the bottleneck the shared
+    layer's identity code fills a grid beside it; the decoder grows it back with a skip connection at
+    every level, so skin tone, light and background of the visible rows reach the drawn band.
+    Canvases that 2**levels does not divide are zero-padded at the bottom right and cropped after.
+    """
+
+    def __init__(self, feature_dim: int, image_size: int, split_row: int, num_landmarks: int = 0,
+                 shared_dim: int = 0, channels: int = 256, levels: int = 4, landmark_sigmoid: bool = True):
+        super().__init__()
+        if levels < 1:
+            raise ValueError(f"levels must be at least 1, got {levels}")
+        self.image_size, self.split_row, self.levels = image_size, split_row, levels
+        self.padded = math.ceil(image_size / 2 ** levels) * 2 ** levels
+        self.shared: Optional[SharedLayer] = SharedLayer(feature_dim, shared_dim) if shared_dim > 0 else None
+        trunk_dim = shared_dim if shared_dim > 0 else feature_dim
+        self.landmarks: Optional[LandmarkHead] = (
+            LandmarkHead(trunk_dim, num_landmarks, landmark_sigmoid) if num_landmarks > 0 else None)
+        widths = [max(channels // 2 ** (levels - 1 - i), _MIN_CHANNELS) for i in range(levels)]
+        self.down = nn.ModuleList(_conv_block(c_in, c, stride=2) for c_in, c in zip([4] + widths[:-1], widths))
+        grid = self.padded // 2 ** levels
+        self.code_channels = widths[-1] // 2
+        self.code = nn.Linear(trunk_dim, self.code_channels * grid * grid)
+        self.bottleneck = _conv_block(widths[-1] + self.code_channels, widths[-1])
+        self.up = nn.ModuleList(_conv_block(widths[i] + widths[i - 1], widths[i - 1]) for i in range(levels - 1, 0, -1))
+        self.out = nn.Sequential(nn.Conv2d(widths[0] + 4, widths[0], 3, padding=1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(widths[0], 3, 1))
+        self.warp: Optional[nn.Module] = None  # a LandmarkWarp: the texture follows the predicted landmarks
+
+    def trunk(self, features: torch.Tensor) -> torch.Tensor:
+        return self.shared(features) if self.shared is not None else features
+
+    def canvas(self, upper: torch.Tensor) -> torch.Tensor:
+        """(B,3,R,S) visible rows -> (B,4,P,P): RGB with zeros below the split, and the visibility mask."""
+        b, _, r, s = upper.shape
+        if (r, s) != (self.split_row, self.image_size):
+            raise ValueError(f"upper crop is {r}x{s}, this decoder takes {self.split_row}x{self.image_size}")
+        x = upper.new_zeros(b, 4, self.padded, self.padded)
+        x[:, :3, :r, :s] = upper
+        x[:, 3, :r, :s] = 1.0
+        return x
+
+    def texture(self, h: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+        x = self.canvas(upper)
+        skips, y = [], x
+        for block in self.down:
+            y = block(y)
+            skips.append(y)
+        g = self.padded // 2 ** self.levels
+        code = torch.relu(self.code(h)).view(h.shape[0], self.code_channels, g, g)
+        y = self.bottleneck(torch.cat([skips[-1], code], 1))
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            y = block(torch.cat([F.interpolate(y, scale_factor=2, mode="nearest"), skip], 1))
+        y = self.out(torch.cat([F.interpolate(y, scale_factor=2, mode="nearest"), x], 1))
+        return torch.sigmoid(y[:, :, self.split_row:self.image_size, :self.image_size])
+
+    def draw(self, features: torch.Tensor, upper: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.warp is not None:
+            return self.forward(features, upper)[0]
+        if upper is None:
+            raise ValueError("the appearance decoder draws from the features and the upper crop; pass upper=")
+        return self.texture(self.trunk(features), upper)
+
+    def forward(self, features: torch.Tensor, upper: Optional[torch.Tensor] = None
+                ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        if upper is None:
+            raise ValueError("the appearance decoder draws from the features and the upper crop; pass upper=")
+        h = self.trunk(features)
+        points = self.landmarks(h) if self.landmarks is not None else None
+        image = self.texture(h, upper)
+        if self.warp is not None:
+            image = self.warp(image, points)
+        return image, points
+
+
+class LandmarkWarp(nn.Module):
+    """Cole et al.'s landmark-guided texture warp for a drawn lower band: a thin-plate spline moves the
+    template's lower-face landmarks to the predicted ones, so the texture follows the drawn geometry.
+
+    Points are (x, y) normalised to the whole face, as the landmark head predicts them.
+    """
+
+    def __init__(self, image_size: int, split_row: int, template_points: torch.Tensor):
+        super().__init__()
+        self.image_size, self.split_row = image_size, split_row
+        self.register_buffer("template", self.to_band(template_points.float()[None]), persistent=False)
+
+    def to_band(self, points: torch.Tensor) -> torch.Tensor:
+        """Whole-face normalised points -> normalised to the lower band (rows split_row..S)."""
+        s, r = self.image_size, self.split_row
+        return torch.stack([points[..., 0], (points[..., 1] * s - r) / (s - r)], -1)
+
+    def forward(self, band: torch.Tensor, points: Optional[torch.Tensor]) -> torch.Tensor:
+        from antimask.models.components.warp import tps_warp
+
+        if points is None or points.shape[1] != self.template.shape[1]:
+            got = None if points is None else tuple(points.shape)
+            raise ValueError(f"the landmark warp needs {self.template.shape[1]} predicted points, got {got}")
+        src = self.template.to(band.dtype).expand(band.shape[0], -1, -1)
+        return tps_warp(band, src, self.to_band(points.to(band.dtype)))
