@@ -10,7 +10,7 @@ export ANTIMASK_DATA
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup test bench prepare train-all ablations clean
+.PHONY: setup test bench prepare train-all ablations improvements clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,10 @@ train-all: $(STAMP)
 
 ablations: $(STAMP)
 	$(BIN)/antimask ablations $(ARGS)
+
+# experiments/improved.yaml beside the paper model, and each of its changes on its own (runs/improvements/)
+improvements: $(STAMP)
+	$(BIN)/antimask ablations --improved $(ARGS)
 
 clean:
 	rm -rf runs

@@ -109,3 +109,37 @@ def test_ablations_train_beside_the_main_run_into_one_table(sample_run):
     assert read_manifest(root / "no_landmarks")["stages"]["mask_decoder"]["status"] == "done"
     assert (sample_run / "mask_decoder" / "checkpoints" / "last.ckpt").stat().st_mtime_ns == before, \
         "the finished main run is reused, not retrained"
+
+
+def test_improvements_reuse_the_paper_run_and_share_one_table(sample_run):
+    """`antimask ablations --improved`: the improved run and each change train only what they change."""
+    from antimask.ablations import run_improvements
+
+    root = sample_run.parent
+    (root / "paper").symlink_to(sample_run.name)  # the finished paper run, under the name the layout expects
+    store = read_manifest(sample_run)["store"]
+    before = {s: (sample_run / s / "checkpoints" / "last.ckpt").stat().st_mtime_ns for s in STAGES}
+    table = run_improvements([f"data.store={store}", *FAST, "stages.mask_decoder.max_epochs=1"], root=root,
+                             names=["paper+seam_colour", "paper+ssim_loss"])
+    text = table.read_text()
+    assert all(k in text for k in ("improved: anti_mask", "paper+seam_colour", "paper+ssim_loss", "telea"))
+    assert before == {s: (sample_run / s / "checkpoints" / "last.ckpt").stat().st_mtime_ns for s in STAGES}
+    improved = read_manifest(root / "improved")["stages"]
+    assert improved["encoder"]["reused_from"] == str(root / "paper") and "reused_from" not in improved["mask_decoder"]
+    paper_enc = torch.load(sample_run / read_manifest(sample_run)["stages"]["encoder"]["best_checkpoint"],
+                           weights_only=True)["state_dict"]
+    ours = torch.load(root / "improved" / improved["encoder"]["best_checkpoint"], weights_only=True)["state_dict"]
+    assert all(torch.equal(paper_enc[k], ours[k]) for k in paper_enc)
+    colour = read_manifest(root / "paper+seam_colour")["stages"]
+    assert all(colour[s]["reused_from"] == str(root / "paper") for s in STAGES)  # inference-only: nothing trained
+
+
+def test_reuse_refuses_a_run_of_another_face_size(sample_run, tmp_path):
+    from antimask.config import load_config
+    from antimask.training import ManifestError, reuse_stage
+
+    store = read_manifest(sample_run)["store"]
+    cfg = load_config(REPO / "experiments" / "default.yaml", [f"data.store={store}", f"run.dir={tmp_path}",
+                                                              "data.image_size=32"])
+    with pytest.raises(ManifestError, match="data.image_size=64, this run 32"):
+        reuse_stage(cfg, "encoder", sample_run)

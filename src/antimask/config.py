@@ -380,6 +380,8 @@ def validate(cfg: DictConfig) -> None:
         _check(m[name] >= 0, f"model.{name}", "must be >= 0 (0 = off)")
     _check(not (m.decoder == "appearance" and m.full_face), "model.decoder",
            "the appearance decoder draws the lower band; model.full_face needs model.decoder=paper")
+    _check(not (m.decoder == "appearance" and m.init_from_face_decoder), "model.init_from_face_decoder",
+           "copies the face decoder into the paper's decoder; the appearance decoder has no matching layers")
     _check(not m.landmark_warp or (m.use_landmarks and not m.full_face), "model.landmark_warp",
            "needs the lower-face landmark head (model.use_landmarks=true, model.full_face=false)")
     _check(m.identity_weight == 0 or cfg.backbone.name != "dlib", "model.identity_weight",

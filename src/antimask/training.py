@@ -240,7 +240,7 @@ def _wait_until(ready, what: str, timeout: float = 6 * 3600, poll: float = 2.0) 
 _NOT_RESULTS = ("trainer.ckpt_path", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.accelerator",
                 "trainer.log_every_n_steps", "trainer.image_log_every_n_epochs", "data.num_workers",
                 "data.pin_memory", "data.persistent_workers", "prepare.workers", "augment.workers", "wandb", "run.name",
-                "run.reuse", "eval")
+                "run.reuse", "run.dir", "eval")
 
 
 def results_hash(cfg: DictConfig) -> str:

@@ -157,6 +157,28 @@ def test_identity_loss_runs_through_a_differentiable_backbone(small_cfg, synthet
     assert all(p.grad is None for p in backbone.parameters())
 
 
+def test_perceptual_term_uses_the_weights_file(small_cfg, synthetic, tmp_path):
+    import timm
+
+    weights = tmp_path / "resnet18.pth"
+    torch.save(timm.create_model("resnet18").state_dict(), weights)
+    batch = next(iter(synthetic(4)))
+    torch.manual_seed(0)
+    plain = MaskDecoderModule.from_config(small_cfg(), FEATURES)
+    torch.manual_seed(0)
+    module = MaskDecoderModule.from_config(small_cfg("model.perceptual_weight=1", "model.perceptual_net=resnet18",
+                                                     f"model.perceptual_weights={weights}"), FEATURES)
+    loss, _ = module.compute_losses(batch)
+    assert float(loss) > float(plain.compute_losses(batch)[0])
+    loss.backward()
+    assert module.decoder.texture.fc.weight.grad.abs().sum() > 0
+    assert not any("perceptual" in k or "_frozen" in k for k in module.state_dict())
+    missing = MaskDecoderModule.from_config(small_cfg("model.perceptual_weight=1",
+                                                      f"model.perceptual_weights={tmp_path / 'none.pth'}"), FEATURES)
+    with pytest.raises(FileNotFoundError, match="none.pth"):
+        missing.compute_losses(batch)
+
+
 @pytest.mark.parametrize("override,key", [
     ("model.decoder=unet", "model.decoder"),
     ("model.identity_weight=1", "model.identity_weight"),  # the default backbone is dlib
@@ -169,3 +191,5 @@ def test_config_rejects_bad_improvement_values(override, key, small_cfg):
         small_cfg(override)
     with pytest.raises(ConfigError, match="full_face needs model.decoder=paper"):
         small_cfg("model.decoder=appearance", "model.full_face=true")
+    with pytest.raises(ConfigError, match="model.init_from_face_decoder"):
+        small_cfg("model.decoder=appearance", "model.init_from_face_decoder=true")

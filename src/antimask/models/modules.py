@@ -249,6 +249,9 @@ class MaskDecoderModule(_StageModule):
         40 lower points (or all 68 with full_face); the texture FC whole (full_face) or, when the split
         row falls on a coarse-grid row, the FC rows of the grid cells that cover the lower band.
         """
+        if not isinstance(self.decoder, Decoder):
+            raise ValueError("init_from_face_decoder copies into the paper's decoder; the appearance decoder "
+                             "has no matching layers (set model.init_from_face_decoder=false)")
         face = source if isinstance(source, FaceDecoderModule) else load_stage(
             source, FaceDecoderModule.STAGE, self.hparams.feature_dim)
         src, dst = face.decoder.state_dict(), self.decoder.state_dict()
