@@ -1,4 +1,5 @@
-"""GPU speed and memory of the mask decoder stage at the paper's 224 px, per precision (32-true, 16-mixed, bf16-mixed).
+"""GPU speed and memory of the mask decoder stage at the paper's 224 px, per precision (32-true, 16-mixed, bf16-mixed),
+for the paper's decoder and the improved model's (experiments/improved.yaml: U-Net that sees the upper crop, SSIM term).
 
 ``run(quick)`` returns rows {"name", "value", "unit", "note"}: training samples/s and peak GPU memory
 (torch.cuda.max_memory_allocated) per precision, each noting the card. Batches are synthetic (random faces
@@ -21,6 +22,9 @@ from torch.utils.data import DataLoader
 
 SIZE = 224  # the paper's face size
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed")
+# The mask decoder of each model (overrides of the schema defaults); names as in the rows.
+MODELS = {"mask_decoder": [],
+          "improved_mask_decoder": ["model.decoder=appearance", "model.decoder_channels=128", "model.ssim_weight=10"]}
 
 
 class _Timer(pl.Callback):
@@ -43,11 +47,11 @@ class _Timer(pl.Callback):
         return self.samples / (time.perf_counter() - self.start)
 
 
-def _one(precision: str, batch_size: int, steps: int, warmup: int) -> tuple[float, int]:
+def _one(precision: str, batch_size: int, steps: int, warmup: int, overrides: list[str]) -> tuple[float, int]:
     from bench_models import _batch, _module
 
     pl.seed_everything(0)
-    module = _module("mask_decoder", SIZE)
+    module = _module("mask_decoder", SIZE, *overrides)
     batches = [_batch(batch_size, SIZE, seed=i) for i in range(4)]
     loader = DataLoader(batches * ((steps + warmup) // 4 + 1), batch_size=None)
     timer = _Timer(warmup, batch_size)
@@ -69,17 +73,18 @@ def run(quick: bool = False) -> list[dict]:
     card = torch.cuda.get_device_name(0)
     batch_size, steps, warmup = (16, 10, 3) if quick else (32, 50, 5)
     rows = []
-    for precision in PRECISIONS:
-        if precision == "bf16-mixed" and not torch.cuda.is_bf16_supported():
-            rows.append({"name": f"gpu/mask_decoder_{SIZE}px/{precision}/samples_per_s", "value": None,
-                         "unit": "samples/s", "note": f"{card}: no bf16 support"})
-            continue
-        rate, peak = _one(precision, batch_size, steps, warmup)
-        note = f"{card}, batch {batch_size}, {steps} timed steps after {warmup} warm-up"
-        rows.append({"name": f"gpu/mask_decoder_{SIZE}px/{precision}/samples_per_s", "value": round(rate, 1),
-                     "unit": "samples/s", "note": note})
-        rows.append({"name": f"gpu/mask_decoder_{SIZE}px/{precision}/peak_memory", "value": round(peak / 2**20, 1),
-                     "unit": "MiB", "note": f"{card}, torch.cuda.max_memory_allocated"})
+    for model, overrides in MODELS.items():
+        for precision in PRECISIONS:
+            name = f"gpu/{model}_{SIZE}px/{precision}"
+            if precision == "bf16-mixed" and not torch.cuda.is_bf16_supported():
+                rows.append({"name": f"{name}/samples_per_s", "value": None, "unit": "samples/s",
+                             "note": f"{card}: no bf16 support"})
+                continue
+            rate, peak = _one(precision, batch_size, steps, warmup, overrides)
+            note = f"{card}, batch {batch_size}, {steps} timed steps after {warmup} warm-up"
+            rows.append({"name": f"{name}/samples_per_s", "value": round(rate, 1), "unit": "samples/s", "note": note})
+            rows.append({"name": f"{name}/peak_memory", "value": round(peak / 2**20, 1), "unit": "MiB",
+                         "note": f"{card}, torch.cuda.max_memory_allocated"})
     return rows
 
 

@@ -34,8 +34,8 @@ def _batch(n: int, size: int, seed: int = 0) -> dict[str, torch.Tensor]:
             "identity": torch.arange(n), "row": torch.arange(n)}
 
 
-def _module(stage: str, size: int):
-    cfg = load_config(None, [f"data.image_size={size}", f"prepare.image_size={max(size, 64)}"])
+def _module(stage: str, size: int, *overrides: str):
+    cfg = load_config(None, [f"data.image_size={size}", f"prepare.image_size={max(size, 64)}", *overrides])
     return STAGES[stage].from_config(cfg, FEATURE_DIM)
 
 
