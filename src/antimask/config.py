@@ -181,6 +181,7 @@ class EvalConfig:
     verify_threshold: float = 0.6  # dlib's same-person distance
     max_faces: Optional[int] = None
     grid_faces: int = 8
+    grid_methods: list[str] = field(default_factory=list)  # columns of the faces grid; empty = every method
     worst_faces: int = 6
     ci_method: str = "BCa"  # BCa | percentile (scipy.stats.bootstrap)
     random_pairs: int = 1000  # different-identity pairs for the random-pair cosine baseline

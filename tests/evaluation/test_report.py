@@ -92,3 +92,18 @@ def test_report_without_images_or_curves_and_another_backbone(tmp_path):
     assert set(paths) == {"dir", "report", "metrics"}
     md = paths["report"].read_text()
     assert "same network" not in md and "L1, lower band" in md
+
+
+def test_grid_methods_pick_the_columns_of_the_faces_grid(tmp_path, synthetic):
+    from PIL import Image
+
+    results, context = synthetic
+    sizes = {}
+    for name, grid in (("all", "[]"), ("one", "[telea]")):
+        cfg = load_config(overrides=["eval.bootstrap=50", "eval.grid_faces=4", f"eval.grid_methods={grid}"]).eval
+        paths = write_report(tmp_path / name, results, context, cfg)
+        sizes[name] = Image.open(paths["faces_grid"]).size
+    assert sizes["one"][0] < sizes["all"][0]  # one method column fewer (real | masked | telea)
+    cfg = load_config(overrides=["eval.bootstrap=50", "eval.grid_methods=[nope]"]).eval
+    with pytest.raises(ValueError, match="eval.grid_methods names"):
+        write_report(tmp_path / "bad", results, context, cfg)

@@ -267,6 +267,10 @@ def evaluate_run(run_dir: str | Path, split: Optional[str] = None, name: Optiona
     for baseline in BASELINES:
         drawn[baseline] = create_baseline(baseline, e).fit(train).complete(real, split_row)
     del train
+    unknown = [m for m in e.grid_methods if m not in drawn]
+    if unknown:
+        raise EvaluationError(f"eval.grid_methods names {unknown}, not methods of this evaluation "
+                              f"({', '.join(drawn)})")
 
     # ---- score
     n_batch = int(e.descriptor_batch)

@@ -136,7 +136,12 @@ def write_report(out_dir: str | Path, results: dict[str, dict[str, Any]], contex
         split_row = int(context.get("split_row") or split_row_for(real.shape[1]))
         masked = context.get("masked")
         masked = figures.masked_faces(real, split_row) if masked is None else np.asarray(masked)
-        paths["faces_grid"] = figures.face_grid(out / "faces_grid.png", real, masked, drawn, eval_cfg.grid_faces)
+        shown = list(eval_cfg.get("grid_methods") or [])
+        unknown = [m for m in shown if m not in drawn]
+        if unknown:
+            raise ValueError(f"eval.grid_methods names {unknown}, not methods of this report ({', '.join(drawn)})")
+        grid = {m: drawn[m] for m in shown} if shown else drawn
+        paths["faces_grid"] = figures.face_grid(out / "faces_grid.png", real, masked, grid, eval_cfg.grid_faces)
     if context.get("loss_csv"):
         paths["loss_curves"] = figures.loss_curves(out / "loss_per_epoch.png", context["loss_csv"])
     drawn_features = dict(context.get("drawn_features") or {})
