@@ -153,3 +153,18 @@ def test_second_evaluation_keeps_both_reports(evaluation, runs):
     assert "| metric | main: anti_mask | main: telea |" in both
     with pytest.raises(EvaluationError, match="no method 'nope'"):
         combine_tables({"main": first}, runs["root"] / "x.md", methods=["nope"])
+
+
+def test_another_store_is_a_cross_dataset_evaluation(runs, tmp_path):
+    """data.store=OTHER evaluates the trained models on another photo set's test split, and says so."""
+    from antimask.data.store import open_store
+
+    store = open_store(runs["store"])
+    rows = np.arange(len(store))
+    names = [f"other_{s}" for s in store.meta["source"]]  # another photo set: other names, other split
+    other = write_store(tmp_path / "other", np.asarray(store.images[rows]), np.asarray(store.landmarks[rows]), names,
+                        splits=["test" if i % 3 == 0 else "train" for i in rows])
+    result = evaluate_run(runs["main"], cfg_overrides=[*FAST, f"data.store={other}"], out_dir=tmp_path / "report")
+    text = Path(result["paths"]["report"]).read_text()
+    assert f"cross-dataset: the models were trained on {runs['store']}" in text and str(other) in text
+    assert result["n_faces"] == min(8, len(range(0, len(rows), 3)))

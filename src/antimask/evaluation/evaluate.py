@@ -227,8 +227,13 @@ def evaluate_run(run_dir: str | Path, split: Optional[str] = None, name: Optiona
                                       f"the evaluated run {run_dir} has {ours}: they cannot share one table")
 
     store = open_store(cfg.data.store)
-    manifest_digest = read_manifest(run_dir).get("store_digest")
-    if manifest_digest and manifest_digest != store.digest:
+    manifest = read_manifest(run_dir)
+    manifest_digest = manifest.get("store_digest")
+    trained_on = manifest.get("store")
+    cross = trained_on is not None and Path(trained_on).resolve() != Path(cfg.data.store).resolve()
+    if cross:  # data.store=OTHER given on purpose: the model meets faces of another photo set
+        print(f"[evaluate] cross-dataset: {run_dir} was trained on {trained_on}, evaluated on {cfg.data.store}")
+    elif manifest_digest and manifest_digest != store.digest:
         warnings.warn(f"{cfg.data.store} changed since {run_dir} was trained (store digest {store.digest}, "
                       f"the manifest says {manifest_digest}): the '{split}' split may hold other faces")
     rows = store.rows(split, morphs=False)
@@ -295,6 +300,7 @@ def evaluate_run(run_dir: str | Path, split: Optional[str] = None, name: Optiona
         "identities": np.asarray(meta["identity"][rows]), "real_features": real_features,
         "loss_csv": {s: run_dir / s / "metrics.csv" for s in MODEL_STAGES if (run_dir / s / "metrics.csv").is_file()},
         "worst_method": "anti_mask", "cosine_real_at_image_size": ceiling_cos,
+        "trained_on_store": trained_on, "evaluated_on_store": str(cfg.data.store),
         "extra_runs": json.dumps({k: str(v) for k, v in extra.items()}) if extra else None,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }

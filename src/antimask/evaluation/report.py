@@ -164,6 +164,10 @@ def write_report(out_dir: str | Path, results: dict[str, dict[str, Any]], contex
     info = [("backbone", backbone), ("identity network", identity_network), ("split", context.get("split")),
             ("faces", n_faces), ("split row", context.get("split_row"))]
     lines += [f"- {k}: {v}" for k, v in info if v is not None]
+    trained, evaluated = context.get("trained_on_store"), context.get("evaluated_on_store")
+    if trained and evaluated and Path(trained).resolve() != Path(evaluated).resolve():
+        lines.append(f"- cross-dataset: the models were trained on {trained} and are evaluated on the "
+                     f"'{context.get('split')}' split of {evaluated}; the baselines are fit on its train split")
     lines += [f"- 95 % confidence intervals: {eval_cfg.ci_method} bootstrap, {eval_cfg.bootstrap} resamples, "
               f"seed {seed}", f"- verified: dlib descriptor distance < {eval_cfg.verify_threshold}", ""]
     if same_network:
