@@ -62,3 +62,18 @@ EXPERIMENTS = sorted(p for p in (REPO / "experiments").rglob("*.yaml") if "sweep
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: str(p.relative_to(REPO / "experiments")))
 def test_every_experiment_file_loads(path):
     load_config(path)
+
+
+def test_cli_keeps_an_options_name_equals_value_for_the_option():
+    """`antimask evaluate RUN --with paper=RUNS/paper eval.bootstrap=50`: the word after --with is its value,
+    the other key=value word is a config override, whatever their order."""
+    from antimask.cli import _split_overrides, _value_options, build_parser
+
+    options = frozenset(_value_options(build_parser()))
+    assert {"--with", "--config", "--name", "--root"} <= options and "--improved" not in options
+    argv = ["evaluate", "runs/x", "--with", "paper=runs/paper", "eval.bootstrap=50", "--with=b=runs/b",
+            "--name", "n=1", "data.store=s"]
+    plain, overrides = _split_overrides(argv, options)
+    assert overrides == ["eval.bootstrap=50", "data.store=s"]
+    args = build_parser().parse_args(plain)
+    assert args.with_runs == ["paper=runs/paper", "b=runs/b"] and args.name == "n=1"

@@ -169,11 +169,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
-    """key=value words go to the config, the rest to argparse (they may be interleaved)."""
+def _value_options(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option string (of every sub-command) that takes a value, such as --with or --config."""
+    found: set[str] = set()
+    for action in parser._actions:  # argparse has no public walk over sub-parsers
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _value_options(sub)
+        elif action.option_strings and action.nargs != 0:
+            found.update(action.option_strings)
+    return found
+
+
+def _split_overrides(argv: list[str], value_options: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
+    """key=value words go to the config, the rest to argparse (they may be interleaved); a word right
+    after an option that takes a value (``--with NAME=RUN_DIR``) is that option's value."""
     plain, overrides = [], []
-    for word in argv:
-        (overrides if ("=" in word and not word.startswith("-")) else plain).append(word)
+    for i, word in enumerate(argv):
+        is_value = i > 0 and argv[i - 1] in value_options
+        (overrides if ("=" in word and not word.startswith("-") and not is_value) else plain).append(word)
     return plain, overrides
 
 
@@ -186,8 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     from antimask.training import ManifestError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    plain, overrides = _split_overrides(argv)
-    args = build_parser().parse_args(plain)
+    parser = build_parser()
+    plain, overrides = _split_overrides(argv, frozenset(_value_options(parser)))
+    args = parser.parse_args(plain)
     args.overrides = overrides
     try:
         return int(args.func(args) or 0)
