@@ -193,3 +193,12 @@ def test_config_rejects_bad_improvement_values(override, key, small_cfg):
         small_cfg("model.decoder=appearance", "model.full_face=true")
     with pytest.raises(ConfigError, match="model.init_from_face_decoder"):
         small_cfg("model.decoder=appearance", "model.init_from_face_decoder=true")
+
+
+def test_improved_anti_mask_exports_with_torch_export():
+    dec = AppearanceDecoder(FEATURES, 64, 27, 40, 32, 32, 4).eval()
+    model = AntiMask(UpperEncoder(FEATURES, width=8), dec, 64, 27, seam_width=4, seam_colour_rows=4).eval()
+    face = torch.rand(2, 3, 64, 64)
+    exported = torch.export.export(model, (face,))
+    with torch.no_grad():
+        assert torch.allclose(exported.module()(face), model(face), atol=1e-5)
