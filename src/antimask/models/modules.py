@@ -215,9 +215,13 @@ class MaskDecoderModule(_StageModule):
                                    "(MaskDecoderModule.from_config does it)")
             from antimask.models.losses import PerceptualLoss
 
-            self._frozen[name] = PerceptualLoss(self.hparams.perceptual_net, self.hparams.perceptual_weights)
-        net = self._frozen[name]
-        return net.to(self.device)
+            self._frozen[name] = PerceptualLoss(self.hparams.perceptual_net, self.hparams.perceptual_weights
+                                                ).to(self.device)
+        return self._frozen[name]
+
+    def on_fit_start(self) -> None:
+        for net in self._frozen.values():  # once per fit, not every step: they are outside the module tree
+            net.to(self.device)
 
     @classmethod
     def from_config(cls, cfg: DictConfig, feature_dim: int,
