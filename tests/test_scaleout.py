@@ -157,6 +157,7 @@ def test_each_stage_under_two_process_ddp(stage, small_photos, small_store, tmp_
     antimask("train", stage, "--config", str(DEFAULT), *small_words(small_photos, small_store, tmp_path), *ddp())
     entry = assert_one_run(tmp_path, [stage])["stages"][stage]
     assert entry["epochs"] == 1 and torch.isfinite(torch.tensor(entry["metrics"]["val/loss"]))
+    assert 0 < entry["fit_seconds"] < 600, "the manifest records how long the fit took"
 
 
 def test_train_all_on_the_embedded_sample_under_ddp(tmp_path):

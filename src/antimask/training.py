@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -278,6 +279,7 @@ def train_stage(cfg: DictConfig, stage: str, datamodule=None) -> tuple[dict, dic
     module = build_module(cfg, stage, dm.feature_dim, folder)
     resume = _resume_path(cfg, stage)
     history = _read_rows(stage_dir(cfg, stage) / "metrics.csv") if resume else []
+    started = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)  # never unpickle code on resume
     if history and trainer.is_global_zero:
         _prepend_history(stage_dir(cfg, stage) / "metrics.csv", history, torch_load_epoch(resume))
@@ -291,6 +293,7 @@ def train_stage(cfg: DictConfig, stage: str, datamodule=None) -> tuple[dict, dic
             "last_checkpoint": os.path.relpath(ckpt.last_model_path, folder),
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
+            "fit_seconds": round(time.perf_counter() - started, 1),  # this call only; a resumed stage adds up
             "metrics": metrics,
             "feature_dim": dm.feature_dim,
             "config_hash": results_hash(cfg),
@@ -365,9 +368,10 @@ def train_all(cfg: DictConfig, evaluate: bool = True) -> dict:
     if evaluate and not cfg.trainer.fast_dev_run and _is_rank_zero():
         from antimask.evaluation.evaluate import evaluate_run
 
+        started = time.perf_counter()
         result = evaluate_run(folder, split=cfg.eval.split)
         manifest = read_manifest(folder)
-        print(f"[train-all] report: {result['paths']['report']}")
+        print(f"[train-all] report: {result['paths']['report']} ({time.perf_counter() - started:.0f} s)")
     if _is_rank_zero():
         print(f"[train-all] model: {folder / 'manifest.json'} (encoder + mask decoder checkpoints); "
               f"use it with `antimask predict {folder} PHOTO --out OUT`")
