@@ -14,7 +14,7 @@ import torch
 
 from antimask.data.sample import write_sample
 from antimask.inference import predict
-from antimask.training import STAGES, read_manifest
+from antimask.training import STAGES, read_manifest, run_config
 from helpers import REPO
 
 FAST = ["stages.face_decoder.max_epochs=1", "stages.mask_decoder.max_epochs=1", "stages.encoder.max_epochs=1",
@@ -120,18 +120,27 @@ def test_improvements_reuse_the_paper_run_and_share_one_table(sample_run):
     store = read_manifest(sample_run)["store"]
     before = {s: (sample_run / s / "checkpoints" / "last.ckpt").stat().st_mtime_ns for s in STAGES}
     table = run_improvements([f"data.store={store}", *FAST, "stages.mask_decoder.max_epochs=1"], root=root,
-                             names=["paper+seam_colour", "paper+ssim_loss"])
+                             names=["paper+seam_colour", "paper+ssim_loss", "improved-timm_encoder"])
     text = table.read_text()
-    assert all(k in text for k in ("improved: anti_mask", "paper+seam_colour", "paper+ssim_loss", "telea"))
+    assert all(k in text for k in ("improved: anti_mask", "paper+seam_colour", "paper+ssim_loss",
+                                   "improved-timm_encoder", "telea"))
     assert before == {s: (sample_run / s / "checkpoints" / "last.ckpt").stat().st_mtime_ns for s in STAGES}
     improved = read_manifest(root / "improved")["stages"]
-    assert improved["encoder"]["reused_from"] == str(root / "paper") and "reused_from" not in improved["mask_decoder"]
-    paper_enc = torch.load(sample_run / read_manifest(sample_run)["stages"]["encoder"]["best_checkpoint"],
-                           weights_only=True)["state_dict"]
-    ours = torch.load(root / "improved" / improved["encoder"]["best_checkpoint"], weights_only=True)["state_dict"]
-    assert all(torch.equal(paper_enc[k], ours[k]) for k in paper_enc)
+    assert improved["face_decoder"]["reused_from"] == str(root / "paper")
+    assert "reused_from" not in improved["mask_decoder"] and "reused_from" not in improved["encoder"]
+    assert run_config(root / "improved").model.encoder == "timm:resnet18"  # its own encoder, trained here
     colour = read_manifest(root / "paper+seam_colour")["stages"]
     assert all(colour[s]["reused_from"] == str(root / "paper") for s in STAGES)  # inference-only: nothing trained
+    ssim = read_manifest(root / "paper+ssim_loss")["stages"]
+    assert "reused_from" not in ssim["mask_decoder"] and ssim["encoder"]["reused_from"] == str(root / "paper")
+    vgg = read_manifest(root / "improved-timm_encoder")["stages"]  # the improved decoder with the paper's encoder
+    assert vgg["encoder"]["reused_from"] == str(root / "paper")
+    assert vgg["mask_decoder"]["reused_from"] == str(root / "improved")
+    paper_enc = torch.load(sample_run / read_manifest(sample_run)["stages"]["encoder"]["best_checkpoint"],
+                           weights_only=True)["state_dict"]
+    theirs = torch.load(root / "improved-timm_encoder" / vgg["encoder"]["best_checkpoint"],
+                        weights_only=True)["state_dict"]
+    assert all(torch.equal(paper_enc[k], theirs[k]) for k in paper_enc)
 
 
 def test_reuse_refuses_a_run_of_another_face_size(sample_run, tmp_path):

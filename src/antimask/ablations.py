@@ -37,26 +37,30 @@ def run_ablations(config_file: Optional[str | Path] = None, overrides: Optional[
     return table
 
 
-# Each change of experiments/improved.yaml on its own, added to the paper's model (experiments/default.yaml),
-# and the improved model without its U-Net. Stages a change leaves alone are reused from the paper run
-# (run.reuse), so only what the change touches is trained.
-IMPROVEMENTS: dict[str, tuple[str, list[str], tuple[str, ...]]] = {
-    "paper+seam_colour": ("default", ["model.seam_colour_rows=4"], ("face_decoder", "mask_decoder", "encoder")),
-    "paper+ssim_loss": ("default", ["model.ssim_weight=10.0"], ("face_decoder", "encoder")),
-    "paper+cosine_lr": ("default", ["stages.mask_decoder.scheduler=cosine"], ("face_decoder", "encoder")),
-    "paper+landmark_warp": ("default", ["model.landmark_warp=true"], ("face_decoder", "encoder")),
-    "paper+adversarial": ("default", ["model.adversarial_weight=1.0"], ("face_decoder", "encoder")),
+# Each change of experiments/improved.yaml on its own: added to the paper's model (experiments/default.yaml),
+# or taken out of the improved model ("improved-<change>"). {stage: "paper" | "improved"} names the run each
+# untouched stage is reused from (run.reuse), so only what the change touches is trained.
+_PAPER_FACE_ENCODER = {"face_decoder": "paper", "encoder": "paper"}
+IMPROVEMENTS: dict[str, tuple[str, list[str], dict[str, str]]] = {
+    "paper+seam_colour": ("default", ["model.seam_colour_rows=4"],
+                          {"face_decoder": "paper", "mask_decoder": "paper", "encoder": "paper"}),
+    "paper+ssim_loss": ("default", ["model.ssim_weight=10.0"], _PAPER_FACE_ENCODER),
+    "paper+cosine_lr": ("default", ["stages.mask_decoder.scheduler=cosine"], _PAPER_FACE_ENCODER),
+    "paper+landmark_warp": ("default", ["model.landmark_warp=true"], _PAPER_FACE_ENCODER),
+    "paper+adversarial": ("default", ["model.adversarial_weight=1.0"], _PAPER_FACE_ENCODER),
     "paper+timm_encoder": ("default", ["model.encoder=timm:resnet18", "data.photometric=true"],
-                           ("face_decoder", "mask_decoder")),
-    "improved-unet": ("improved", ["model.decoder=paper"], ("face_decoder", "encoder")),
+                           {"face_decoder": "paper", "mask_decoder": "paper", "encoder": "improved"}),
+    "improved-unet": ("improved", ["model.decoder=paper"], {"face_decoder": "improved", "encoder": "improved"}),
+    "improved-timm_encoder": ("improved", ["model.encoder=vgg", "data.photometric=false"],
+                              {"face_decoder": "improved", "mask_decoder": "improved", "encoder": "paper"}),
 }
 
 
 def run_improvements(overrides: Optional[list[str]] = None, root: str | Path = "runs/improvements",
                      names: Optional[list[str]] = None) -> Path:
-    """`antimask ablations --improved`: the paper run, the improved run (its face decoder and encoder are
-    the paper run's, reused) and every change of ``IMPROVEMENTS``, evaluated together on the improved
-    run's test split; returns the combined table."""
+    """`antimask ablations --improved`: the paper run, the improved run (its face decoder is the paper
+    run's, reused) and every change of ``IMPROVEMENTS``, evaluated together on the improved run's test
+    split; returns the combined table."""
     from antimask.evaluation.evaluate import combine_tables, evaluate_run
     from antimask.training import train_all
 
@@ -66,19 +70,19 @@ def run_improvements(overrides: Optional[list[str]] = None, root: str | Path = "
     paper = load_config(EXPERIMENTS / "default.yaml", [f"run.dir={paper_dir}", *overrides])
     train_all(paper, evaluate=False)
 
-    def reuse(stages) -> list[str]:
-        return [f"run.reuse.{stage}={paper_dir}" for stage in stages]
-
-    improved = load_config(EXPERIMENTS / "improved.yaml", [f"run.dir={root / 'improved'}", *overrides,
-                                                            *reuse(("face_decoder", "encoder"))])
+    improved_dir = root / "improved"
+    improved = load_config(EXPERIMENTS / "improved.yaml", [f"run.dir={improved_dir}", *overrides,
+                                                            f"run.reuse.face_decoder={paper_dir}"])
     train_all(improved, evaluate=False)
+    sources = {"paper": paper_dir, "improved": improved_dir}
     runs = {"paper": paper_dir}
     for name in names or list(IMPROVEMENTS):
         if name not in IMPROVEMENTS:
             raise ValueError(f"unknown improvement '{name}'; one of {', '.join(IMPROVEMENTS)}")
         base, change, reused = IMPROVEMENTS[name]
         cfg = load_config(EXPERIMENTS / f"{base}.yaml", [f"run.dir={root / name}", *overrides, *change,
-                                                         *reuse(reused)])
+                                                         *(f"run.reuse.{stage}={sources[run]}"
+                                                           for stage, run in reused.items())])
         train_all(cfg, evaluate=False)
         runs[name] = cfg.run.dir
     result = evaluate_run(improved.run.dir, name="improvements", extra_runs=runs)

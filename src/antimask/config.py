@@ -46,7 +46,7 @@ class DataConfig:
     pin_memory: bool = True
     persistent_workers: bool = True
     flip: bool = False  # horizontal flip for training (landmark indices swapped)
-    photometric: bool = False  # albumentations colour/blur/JPEG/noise for the encoder stage
+    photometric: bool = False  # albumentations colour/blur/JPEG/noise on the encoder stage's training faces
     use_morphs: bool = True  # train on morph rows when the store has them
     photometric_p: float = 0.5  # probability of each photometric transform
     jitter: float = 0.2  # ColorJitter brightness/contrast/saturation strength (hue = jitter / 4)

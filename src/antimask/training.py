@@ -267,7 +267,7 @@ def train_stage(cfg: DictConfig, stage: str, datamodule=None) -> tuple[dict, dic
         raise ValueError(f"unknown stage '{stage}'; one of {', '.join(STAGES)}")
     pl.seed_everything(cfg.run.seed, workers=True)
     folder = run_dir(cfg)
-    dm = datamodule or FaceDataModule(cfg)
+    dm = datamodule or FaceDataModule(cfg, stage=stage)
     trainer = build_trainer(cfg, stage)
     if trainer.is_global_zero:
         folder.mkdir(parents=True, exist_ok=True)

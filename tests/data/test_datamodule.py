@@ -23,8 +23,8 @@ def _cfg(root, size, **data):
     return load_config(overrides=overrides)
 
 
-def _module(cfg):
-    dm = FaceDataModule(cfg)
+def _module(cfg, stage=None):
+    dm = FaceDataModule(cfg, stage=stage)
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -91,6 +91,14 @@ def test_photometric_changes_pixels_not_landmarks(store_root):
     ds = dm.dataset("train", train=True)
     a, b = ds.sample(0), dm.dataset("train", train=False).sample(0)
     assert not torch.equal(a["face"], b["face"]) and torch.equal(a["landmarks"], b["landmarks"])
+
+
+@pytest.mark.parametrize("stage, jittered", [("encoder", True), ("mask_decoder", False), ("face_decoder", False)])
+def test_photometric_reaches_only_the_encoder_stage(store_root, stage, jittered):
+    """A decoder's target faces must stay the faces the teacher features describe."""
+    dm = _module(_cfg(store_root, 64, photometric=True, photometric_p=1.0), stage=stage)
+    a, b = dm.dataset("train", train=True).sample(0), dm.dataset("train", train=False).sample(0)
+    assert torch.equal(a["face"], b["face"]) != jittered
 
 
 def test_errors(make_store, tmp_path):

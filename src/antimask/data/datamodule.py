@@ -169,9 +169,13 @@ class FaceDataset(Dataset):
 class FaceDataModule(pl.LightningDataModule):
     """Store -> datasets -> loaders for every stage; ``FaceDataModule(cfg)`` with the full config."""
 
-    def __init__(self, cfg: DictConfig, features: Optional[np.ndarray] = None, load_features: bool = True):
+    def __init__(self, cfg: DictConfig, features: Optional[np.ndarray] = None, load_features: bool = True,
+                 stage: Optional[str] = None):
         super().__init__()
         self.load_features = load_features
+        # data.photometric is for the encoder (distillation) stage: for a decoder it would jitter the target
+        # faces away from the teacher features that describe them. stage=None (a bare datamodule) applies it.
+        self.photometric = bool(cfg.data.photometric) and stage in (None, "encoder")
         self.cfg = cfg
         self.root = Path(cfg.data.store)
         self.size = int(cfg.data.image_size)
@@ -270,7 +274,7 @@ class FaceDataModule(pl.LightningDataModule):
             self.image_files, np.concatenate([np.asarray(p) for p in self.store.landmarks.parts]),
             self.store.image_size, rows, self._identities,
             self.size, self.split_row, self.features, flip=train and bool(d.flip),
-            photometric=photometric_transform(self.cfg) if train and d.photometric else None)
+            photometric=photometric_transform(self.cfg) if train and self.photometric else None)
 
     @property
     def batch_size_per_device(self) -> int:
