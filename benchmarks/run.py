@@ -50,17 +50,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] {suite} ...", flush=True)
         results[suite] = module.run(quick=args.quick)
         print(f"[bench] {suite}: {len(results[suite])} figures in {time.perf_counter() - start:.0f} s", flush=True)
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    # Suites not run this time keep their earlier figures (each suite records its own date and size).
-    previous = json.loads((DOCS / "benchmarks.json").read_text()) if (DOCS / "benchmarks.json").exists() else {}
-    suites = {k: v for k, v in previous.get("suites", {}).items() if k not in results}
-    suites.update({k: {"date": now, "quick": args.quick, "machine": info, "rows": rows} for k, rows in results.items()})
-    record = {"date": now, "suites": {k: suites[k] for k in SUITES if k in suites}}
+    record = merge(DOCS / "benchmarks.json", results, info, args.quick)
     DOCS.mkdir(exist_ok=True)
     (DOCS / "benchmarks.json").write_text(json.dumps(record, indent=2) + "\n")
     (DOCS / "benchmarks.md").write_text(render(record))
     print(f"[bench] wrote {DOCS / 'benchmarks.md'}")
     return 0
+
+
+def merge(previous_json: Path, results: dict[str, list[dict]], info: dict, quick: bool) -> dict:
+    """The new record: suites run now replace their earlier figures, unless they measured nothing (the gpu
+    suite on a machine without a GPU), so a CPU run never erases figures another machine recorded."""
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    previous = json.loads(previous_json.read_text()) if previous_json.exists() else {}
+    suites = dict(previous.get("suites", {}))
+    for suite, rows in results.items():
+        if not rows and suites.get(suite, {}).get("rows"):
+            print(f"[bench] {suite}: nothing measured on this machine; keeping the figures of "
+                  f"{suites[suite]['date']} ({suites[suite]['machine'].get('gpu', '?')})")
+            continue
+        also = suites.get(suite, {}).get("also", [])  # figures recorded on other machines stay
+        suites[suite] = {"date": now, "quick": quick, "machine": info, "rows": rows, **({"also": also} if also else {})}
+    return {"date": now, "suites": {k: suites[k] for k in SUITES if k in suites}}
 
 
 def render(record: dict) -> str:
@@ -71,12 +82,16 @@ def render(record: dict) -> str:
         lines += [f"## {suite}", "",
                   f"{entry['date']}{', --quick sizes' if entry['quick'] else ''}. Machine: {m['cores']} cores, {m['cpu']}, "
                   f"GPU: {m['gpu']}; Python {m['python']}, torch {m['torch']}; load average at start "
-                  f"{m['load_average_at_start']}.", "",
+                  f"{m['load_average_at_start']}.{' ' + entry['note'] if entry.get('note') else ''}", "",
                   "| measure | value | unit | note |", "|---|---|---|---|"]
         lines += [f"| {r['name']} | {r['value']} | {r['unit']} | {r.get('note', '')} |" for r in rows]
         if not rows:
             lines.append("| (nothing measured on this machine) | | | |")
         lines.append("")
+        for block in entry.get("also", []):  # {"text", "rows"}: the same suite measured on another machine
+            lines += [block["text"], "", "| measure | value | unit | note |", "|---|---|---|---|"]
+            lines += [f"| {r['name']} | {r['value']} | {r['unit']} | {r.get('note', '')} |" for r in block["rows"]]
+            lines.append("")
     return "\n".join(lines)
 
 

@@ -5,6 +5,7 @@ Every multi-process run is a real `python -m antimask` subprocess (gloo, strateg
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -277,3 +278,27 @@ def test_gpu_benchmark_without_a_gpu_returns_no_rows(capsys):
         sys.path.pop(0)
     assert bench_gpu.run(quick=True) == []
     assert "no GPU" in capsys.readouterr().out
+
+
+def test_bench_record_keeps_figures_a_suite_could_not_measure_here(tmp_path):
+    sys.path.insert(0, str(REPO))
+    try:
+        from benchmarks.run import merge, render
+    finally:
+        sys.path.pop(0)
+    h100 = {"cores": 16, "cpu": "x", "gpu": "NVIDIA H100", "python": "3.11", "torch": "t", "load_average_at_start": None}
+    old = {"suites": {
+        "gpu": {"date": "d0", "quick": False, "machine": h100, "rows": [{"name": "gpu/a", "value": 1.0, "unit": "s"}]},
+        "data": {"date": "d0", "quick": False, "machine": h100, "rows": [{"name": "old", "value": 2.0, "unit": "s"}],
+                 "also": [{"text": "On a 16-core machine:", "rows": [{"name": "big", "value": 3.0, "unit": "s"}]}]}}}
+    path = tmp_path / "benchmarks.json"
+    path.write_text(json.dumps(old))
+    here = dict(h100, gpu="none", cores=2)
+    record = merge(path, {"gpu": [], "data": [{"name": "new", "value": 4.0, "unit": "s"}]}, here, quick=True)
+    assert record["suites"]["gpu"] == old["suites"]["gpu"]  # no GPU here: the H100 rows stay
+    assert [r["name"] for r in record["suites"]["data"]["rows"]] == ["new"]
+    assert record["suites"]["data"]["also"] == old["suites"]["data"]["also"]
+    text = render(record)
+    assert "gpu/a" in text and "NVIDIA H100" in text and "| big | 3.0 |" in text and "| old |" not in text
+    fresh = merge(tmp_path / "missing.json", {"gpu": []}, here, quick=True)
+    assert fresh["suites"]["gpu"]["rows"] == []  # nothing recorded before: the empty suite is written as such
