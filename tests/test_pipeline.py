@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from antimask.data.sample import write_sample
+from antimask.data.store import open_store
 from antimask.inference import predict
 from antimask.training import STAGES, read_manifest, run_config
 from helpers import REPO
@@ -42,6 +43,7 @@ def test_train_all_runs_every_stage_and_reports(sample_run):
     assert all(manifest["stages"][s]["status"] == "done" for s in STAGES)
     for stage in STAGES:
         assert (sample_run / manifest["stages"][stage]["best_checkpoint"]).exists()
+    assert manifest["split_digest"] == open_store(manifest["store"]).split_digest  # evaluate checks it
     reports = list((sample_run / "reports").glob("*/report.md"))
     assert reports and "anti_mask" in reports[0].read_text()
 

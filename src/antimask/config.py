@@ -28,7 +28,7 @@ class ConfigError(ValueError):
 @dataclass
 class RunConfig:
     dir: str = "runs/default"  # every output of a run (store excepted) lives under this folder
-    seed: int = 0
+    seed: int = 0  # model init and batch order; the store's split and morphs have their own seeds (prepare.seed, augment.seed)
     name: Optional[str] = None  # W&B / report name; defaults to the run folder's name
     # stage -> run folder: take that run's finished stage (copied in) instead of training it here; the run
     # must share the store, face size, split row and backbone (e.g. decoder sweeps that keep one encoder)
@@ -76,6 +76,7 @@ class PrepareConfig:
     test_fraction: float = 0.2  # by identity, as in the paper (80 % train, 20 % test)
     val_fraction: float = 0.1  # of all identities, carved from train
     max_photos: Optional[int] = None  # take the first N photos in path order (quick experiments)
+    seed: int = 0  # the train/val/test split; not run.seed, so runs of several seeds share one store and one test split
 
 
 @dataclass
@@ -88,6 +89,7 @@ class AugmentConfig:
     chunk_mb: int = 256  # memory bound of one block of the neighbour search
     feature_size: int = 64  # faces are compared at this size (pixels in [0,1], landmarks at 224)
     workers: int = 0  # morphing processes; 0 = every CPU core
+    seed: int = 0  # morph blend weights; not run.seed, so runs of several seeds share one store
 
 
 @dataclass

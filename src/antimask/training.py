@@ -76,10 +76,13 @@ def stage_checkpoint(folder: str | Path, stage: str, which: str = "best") -> Pat
     return path
 
 
-def update_manifest(cfg: DictConfig, stage: str, entry: dict, store_digest: str) -> dict:
+def update_manifest(cfg: DictConfig, stage: str, entry: dict, store_digest: str,
+                    split_digest: Optional[str] = None) -> dict:
     folder = run_dir(cfg)
     manifest = read_manifest(folder)
     manifest.update({"config_hash": config_hash(cfg), "store": str(Path(cfg.data.store)), "store_digest": store_digest})
+    if split_digest:
+        manifest["split_digest"] = split_digest
     manifest.setdefault("stages", {})[stage] = entry
     atomic_write_json(folder / "manifest.json", manifest)
     return manifest
@@ -299,7 +302,7 @@ def train_stage(cfg: DictConfig, stage: str, datamodule=None) -> tuple[dict, dic
             "config_hash": results_hash(cfg),
             "backbone": cfg.backbone.name,
         }
-        update_manifest(cfg, stage, entry, dm.store.digest)
+        update_manifest(cfg, stage, entry, dm.store.digest, dm.store.split_digest)
     return metrics, {"trainer": trainer, "module": module, "datamodule": dm}
 
 
@@ -335,7 +338,8 @@ def reuse_stage(cfg: DictConfig, stage: str, source: Path) -> dict:
                  reused_from=str(source), config_hash=results_hash(cfg))
     save_config(cfg, folder)
     print(f"[train-all] {stage}: reused from {source} ({entry['best_checkpoint']})")
-    return update_manifest(cfg, stage, entry, read_manifest(source).get("store_digest", ""))
+    theirs = read_manifest(source)
+    return update_manifest(cfg, stage, entry, theirs.get("store_digest", ""), theirs.get("split_digest"))
 
 
 def train_all(cfg: DictConfig, evaluate: bool = True) -> dict:

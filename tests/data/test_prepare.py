@@ -137,6 +137,16 @@ def test_prepare_200_utkface_photos(utkface_dir, tmp_path):
     before = (out / "images.npy").stat().st_mtime_ns
     again = prepare_store([photos], out, load_config(None, ["prepare.workers=2"]), progress=False)
     assert again["aligned"] == summary["aligned"] and (out / "images.npy").stat().st_mtime_ns == before
+    # run.seed seeds training only: runs of several seeds share the store and its test split.
+    split, split_digest = list(store.meta["split"]), store.split_digest
+    prepare_store([photos], out, load_config(None, ["prepare.workers=2", "run.seed=5"]), progress=False)
+    assert (out / "images.npy").stat().st_mtime_ns == before and open_store(out).split_digest == split_digest
+    # prepare.seed re-splits it, with a warning that names the store (runs trained on it see other test faces).
+    with pytest.warns(UserWarning, match=r"rebuilt with another split \(\d+ photos moved"):
+        prepare_store([photos], out, load_config(None, ["prepare.workers=2", "prepare.seed=5"]), progress=False)
+    resplit = open_store(out)
+    assert list(resplit.meta["split"]) != split and resplit.split_digest != split_digest
+    assert resplit.digest == store.digest  # same faces: caches of images and features stay valid
 
 
 def test_prepare_afdb_people_never_cross_splits(afdb_dir, tmp_path):

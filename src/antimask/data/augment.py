@@ -34,7 +34,7 @@ def augment_params(cfg: DictConfig) -> dict:
     return {
         "neighbors": int(a.neighbors), "landmark_weight": float(a.landmark_weight),
         "blend_min": float(a.blend_min), "blend_max": float(a.blend_max),
-        "feature_size": int(a.feature_size), "seed": int(cfg.run.seed), "pairing": PAIRING,
+        "feature_size": int(a.feature_size), "seed": int(cfg.augment.seed), "pairing": PAIRING,
     }
 
 
@@ -73,7 +73,7 @@ def augment_store(store_root: str | Path, cfg: DictConfig, progress: bool = True
                                  int(a.feature_size), int(a.chunk_mb), rows=train, progress=progress)
     parent_a = np.repeat(train, neigh.shape[1])
     parent_b = train[neigh.reshape(-1)]
-    rng = np.random.default_rng(int(cfg.run.seed))
+    rng = np.random.default_rng(int(cfg.augment.seed))
     blends = rng.uniform(float(a.blend_min), float(a.blend_max), size=len(parent_a))
 
     folder = root / "morphs"

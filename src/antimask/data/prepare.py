@@ -13,6 +13,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,12 +262,12 @@ def _consolidate(out: Path, photos: list[Photo], rejected: list[tuple[str, str]]
             rejected.append((str(p.path), rec["reason"]))
     accepted.sort(key=lambda pr: str(pr[0].path))
     identities = _identities([p for p, _ in accepted], cfg)
-    splits = assign_splits(identities, cfg.prepare.test_fraction, cfg.prepare.val_fraction, cfg.run.seed)
+    splits = assign_splits(identities, cfg.prepare.test_fraction, cfg.prepare.val_fraction, cfg.prepare.seed)
 
     size = cfg.prepare.image_size
     inputs = hashlib.sha256(json.dumps(
         [[str(p.path), p.sha1, i] for (p, _), i in zip(accepted, identities)]
-        + [_options_digest(_photo_options(cfg)), cfg.prepare.test_fraction, cfg.prepare.val_fraction, cfg.run.seed]
+        + [_options_digest(_photo_options(cfg)), cfg.prepare.test_fraction, cfg.prepare.val_fraction, cfg.prepare.seed]
     ).encode()).hexdigest()[:16]
     header_path = out / "header.json"
     unchanged = header_path.exists() and read_json(header_path).get("inputs") == inputs
@@ -277,6 +278,7 @@ def _consolidate(out: Path, photos: list[Photo], rejected: list[tuple[str, str]]
                         "split": splits[ident], "detector": rec["detector"], "faces_found": rec["faces_found"],
                         "yaw": round(rec["yaw"], 3), "residual": round(rec["residual"], 4)})
     if not unchanged:
+        _warn_if_resplit(out, records)
         _write_photo_group(out, accepted, records, size, inputs)
 
     rejected.sort()
@@ -304,6 +306,21 @@ def _consolidate(out: Path, photos: list[Photo], rejected: list[tuple[str, str]]
 
     save_config(cfg, out, "prepare_config.yaml")
     return summary
+
+
+def _warn_if_resplit(out: Path, records: list[dict]) -> None:
+    """Rebuilding a store that moves photos it already held to another split leaves every run trained on it
+    with test faces it may have trained on: say so, by name (the rebuild itself is what was asked for)."""
+    meta = out / "meta.csv"
+    if not (out / "header.json").exists() or not meta.exists():
+        return
+    with open(meta, newline="") as fh:
+        before = {r["sha1"]: r["split"] for r in csv.DictReader(fh) if r.get("kind", "photo") == "photo"}
+    moved = sum(1 for r in records if r["sha1"] in before and before[r["sha1"]] != r["split"])
+    if moved:
+        warnings.warn(f"{out}: rebuilt with another split ({moved} photos moved; prepare.seed, the split fractions or "
+                      "the photos changed): runs trained on this store before now evaluate on faces they may have "
+                      "trained on; give each split its own data.store")
 
 
 def _write_photo_group(out: Path, accepted: list, records: list[dict], size: int, inputs: str) -> None:

@@ -298,6 +298,14 @@ class Store:
         morph = self.morph_header["digest"] if self.morph_header else "none"
         return f"{self.header['digest']}-{morph}"
 
+    @property
+    def split_digest(self) -> str:
+        """Identifies which photo is in which split (the content digest does not): a run records it, so an
+        evaluation notices a store re-split under it (other prepare.seed or fractions)."""
+        photos = self.meta["kind"] == "photo"
+        pairs = "\n".join(f"{sha}:{split}" for sha, split in zip(self.meta["sha1"][photos], self.meta["split"][photos]))
+        return hashlib.sha256(pairs.encode()).hexdigest()[:16]
+
     def summary(self) -> dict:
         path = self.root / "summary.json"
         return read_json(path) if path.exists() else {}

@@ -236,6 +236,9 @@ def evaluate_run(run_dir: str | Path, split: Optional[str] = None, name: Optiona
     elif manifest_digest and manifest_digest != store.digest:
         warnings.warn(f"{cfg.data.store} changed since {run_dir} was trained (store digest {store.digest}, "
                       f"the manifest says {manifest_digest}): the '{split}' split may hold other faces")
+    elif manifest.get("split_digest") not in (None, store.split_digest):
+        warnings.warn(f"{cfg.data.store} was split anew since {run_dir} was trained (prepare.seed or the split "
+                      f"fractions changed): its '{split}' split may hold faces the run was trained on")
     rows = store.rows(split, morphs=False)
     if e.max_faces is not None:
         rows = rows[: int(e.max_faces)]
