@@ -33,6 +33,8 @@ def test_wrong_type_names_the_key():
     ("trainer.precision=8-bit", "trainer.precision"),
     ("augment.blend_min=0.9", "augment.blend_min"),
     ("data.image_size=500", "data.image_size"),
+    ("prepare.seed=-1", "prepare.seed"),
+    ("augment.seed=-3", "augment.seed"),
 ])
 def test_out_of_range_values_are_errors(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
