@@ -82,17 +82,19 @@ def render(record: dict) -> str:
         lines += [f"## {suite}", "",
                   f"{entry['date']}{', --quick sizes' if entry['quick'] else ''}. Machine: {m['cores']} cores, {m['cpu']}, "
                   f"GPU: {m['gpu']}; Python {m['python']}, torch {m['torch']}; load average at start "
-                  f"{m['load_average_at_start']}.{' ' + entry['note'] if entry.get('note') else ''}", "",
-                  "| measure | value | unit | note |", "|---|---|---|---|"]
-        lines += [f"| {r['name']} | {r['value']} | {r['unit']} | {r.get('note', '')} |" for r in rows]
-        if not rows:
-            lines.append("| (nothing measured on this machine) | | | |")
-        lines.append("")
+                  f"{m['load_average_at_start']}.{' ' + entry['note'] if entry.get('note') else ''}", ""]
+        lines += _table(rows) or _table([{"name": "(nothing measured on this machine)", "value": "", "unit": ""}])
         for block in entry.get("also", []):  # {"text", "rows"}: the same suite measured on another machine
-            lines += [block["text"], "", "| measure | value | unit | note |", "|---|---|---|---|"]
-            lines += [f"| {r['name']} | {r['value']} | {r['unit']} | {r.get('note', '')} |" for r in block["rows"]]
-            lines.append("")
+            lines += [block["text"], ""] + _table(block["rows"])
     return "\n".join(lines)
+
+
+def _table(rows: list[dict]) -> list[str]:
+    """Markdown lines of one table of figures and a blank line; [] when there are none."""
+    if not rows:
+        return []
+    return (["| measure | value | unit | note |", "|---|---|---|---|"]
+            + [f"| {r['name']} | {r['value']} | {r['unit']} | {r.get('note', '')} |" for r in rows] + [""])
 
 
 if __name__ == "__main__":

@@ -349,8 +349,7 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.prepare.test_fraction + cfg.prepare.val_fraction < 1, "prepare.val_fraction",
            "test_fraction + val_fraction must leave some train identities")
     for key in ("prepare.seed", "augment.seed", "run.seed"):
-        section, name = key.split(".")
-        _check(cfg[section][name] >= 0, key, f"{cfg[section][name]} must be >= 0 (numpy and torch seeds)")
+        _check(OmegaConf.select(cfg, key) >= 0, key, f"{OmegaConf.select(cfg, key)} must be >= 0 (numpy and torch seeds)")
     _check(cfg.augment.neighbors >= 1, "augment.neighbors", "must be at least 1")
     _check(cfg.augment.landmark_weight >= 0, "augment.landmark_weight", "must be >= 0")
     _check(0 <= cfg.augment.blend_min <= cfg.augment.blend_max <= 1, "augment.blend_min",

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from antimask import dlib_models
 from antimask.data import align, detect
-from antimask.data.store import SPLITS, Table, write_group
+from antimask.data.store import SPLITS, Table, read_table, write_group
 from antimask.io import atomic_path, atomic_write_json, read_json
 
 # Options that change what prepare writes for a photo; parts made with other values are not reused.
@@ -311,11 +311,11 @@ def _consolidate(out: Path, photos: list[Photo], rejected: list[tuple[str, str]]
 def _warn_if_resplit(out: Path, records: list[dict]) -> None:
     """Rebuilding a store that moves photos it already held to another split leaves every run trained on it
     with test faces it may have trained on: say so, by name (the rebuild itself is what was asked for)."""
-    meta = out / "meta.csv"
+    meta = out / "meta.csv"  # the photo group's: morphs keep theirs in morphs/meta.csv
     if not (out / "header.json").exists() or not meta.exists():
         return
-    with open(meta, newline="") as fh:
-        before = {r["sha1"]: r["split"] for r in csv.DictReader(fh) if r.get("kind", "photo") == "photo"}
+    old = read_table(meta)
+    before = dict(zip(old["sha1"], old["split"]))
     moved = sum(1 for r in records if r["sha1"] in before and before[r["sha1"]] != r["split"])
     if moved:
         warnings.warn(f"{out}: rebuilt with another split ({moved} photos moved; prepare.seed, the split fractions or "

@@ -7,22 +7,21 @@ improved - paper paired per face (95 % bootstrap CI over the test faces).
 import os, sys, json
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import numpy as np
+from antimask.config import split_row_for
 from antimask.training import run_config, stage_checkpoint
-from antimask.models.antimask import AntiMask
 from antimask.models.modules import load_stage
 from antimask.data.store import open_store
-from antimask.evaluation.evaluate import _batched, to_uint8, _keep_real_rows, faces_at
+from antimask.evaluation.evaluate import draw_anti_mask, faces_at
 from antimask.evaluation.metrics import dlib_descriptors, identity_distance, l1, ssim
 runs = sys.argv[1:]
 cfg = run_config(runs[0]); store = open_store(cfg.data.store)
-rows = store.rows("test", morphs=False); S = int(cfg.data.image_size); from antimask.config import split_row_for; R = split_row_for(S, cfg.data.split_row)
+rows = store.rows("test", morphs=False); S = int(cfg.data.image_size); R = split_row_for(S, cfg.data.split_row)
 real = faces_at(store, rows, S); d_real = dlib_descriptors(real)
 out = {}
 for run in runs:
     c = run_config(run)
     enc = load_stage(stage_checkpoint(run, "encoder"), "encoder"); dec = load_stage(stage_checkpoint(run, "mask_decoder"), "mask_decoder")
-    m = AntiMask(enc.encoder, dec.decoder, S, R, int(c.model.seam_width), int(c.model.seam_colour_rows))
-    drawn = _keep_real_rows(_batched(lambda x: to_uint8(m(x)), real, 32), real, R, int(c.model.seam_width))
+    drawn = draw_anti_mask(enc, dec, real, R, int(c.model.seam_width), 32, int(c.model.seam_colour_rows))
     out[run] = dict(l1=l1(drawn, real, R), ssim=ssim(drawn, real, R), identity=identity_distance(dlib_descriptors(drawn), d_real))
     print(run, {k: round(float(v.mean()), 4) for k, v in out[run].items()}, flush=True)
 z = {f"{r}|{k}": v for r, d in out.items() for k, v in d.items()}
