@@ -93,6 +93,20 @@ def test_photometric_changes_pixels_not_landmarks(store_root):
     assert not torch.equal(a["face"], b["face"]) and torch.equal(a["landmarks"], b["landmarks"])
 
 
+def test_photometric_repeats_with_the_torch_seed(store_root):
+    """albumentations has its own RNG: a run's photometric faces must follow run.seed like the rest."""
+    cfg = _cfg(store_root, 64, photometric=True, photometric_p=1.0)
+
+    def faces(seed):
+        torch.manual_seed(seed)
+        ds = _module(cfg).dataset("train", train=True)
+        return torch.stack([ds.sample(i)["face"] for i in range(4)])
+
+    first = faces(3)
+    assert torch.equal(first, faces(3))
+    assert not torch.equal(first, faces(4))
+
+
 @pytest.mark.parametrize("stage, jittered", [("encoder", True), ("mask_decoder", False), ("face_decoder", False)])
 def test_photometric_reaches_only_the_encoder_stage(store_root, stage, jittered):
     """A decoder's target faces must stay the faces the teacher features describe."""

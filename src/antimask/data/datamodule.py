@@ -113,6 +113,7 @@ class FaceDataset(Dataset):
         self.features = features
         self.flip = flip
         self.photometric = photometric
+        self._photometric_seeded_in: Optional[int] = None  # the process whose torch seed seeded it
         self._images: Optional[RowArray] = None
         # Landmarks in pixels at landmark_size (the stored size) to pixels at image_size.
         scaled = (np.asarray(landmarks, np.float32) + 0.5) * (self.size / landmark_size) - 0.5
@@ -147,6 +148,7 @@ class FaceDataset(Dataset):
             lmk[:, 0] = (self.size - 1) - lmk[:, 0]
             lmk = lmk[FLIP_PERMUTATION]
         if self.photometric is not None:
+            self._seed_photometric()
             image = self.photometric(image=np.ascontiguousarray(image))["image"]
         # numpy, single-threaded: torch's threaded float() of a strided tensor is far slower in a loader
         chw = np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1))
@@ -164,6 +166,16 @@ class FaceDataset(Dataset):
         if self.features is not None:
             item["features"] = torch.from_numpy(np.asarray(self.features[row], np.float32))
         return item
+
+
+    def _seed_photometric(self) -> None:
+        """albumentations keeps its own RNG, which seed_everything does not reach: seed it once per process
+        from torch's seed (run.seed in the main process; distinct per DataLoader worker and epoch), so
+        photometric runs repeat exactly."""
+        pid = os.getpid()
+        if self._photometric_seeded_in != pid:
+            self.photometric.set_random_seed(torch.initial_seed() % 2 ** 32)
+            self._photometric_seeded_in = pid
 
 
 class FaceDataModule(pl.LightningDataModule):
