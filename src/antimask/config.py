@@ -120,6 +120,7 @@ class ModelConfig:
     seam_width: int = 4  # feathered rows where the drawn lower band meets the real upper band
     # ---- beyond the paper (experiments/improved.yaml); the defaults are the paper's model
     decoder: str = "paper"  # paper (features only) | appearance (U-Net that also sees the upper crop)
+    code_every_level: bool = False  # appearance: the identity code also scales/shifts every U-Net level (FiLM)
     seam_colour_rows: int = 0  # >0: shift the drawn band's colour to the real rows above the seam (inference)
     landmark_warp: bool = False  # thin-plate-spline warp of the drawn band onto the predicted landmarks
     ssim_weight: float = 0.0  # + ssim_weight * (1 - SSIM) of the lower band
@@ -380,6 +381,8 @@ def validate(cfg: DictConfig) -> None:
            f"'{enc}' is not one of vgg, timm:<model>")
     m = cfg.model
     _check(m.decoder in ("paper", "appearance"), "model.decoder", f"'{m.decoder}' is not one of paper, appearance")
+    _check(not m.code_every_level or m.decoder == "appearance", "model.code_every_level",
+           "modulates the U-Net's levels: needs model.decoder=appearance")
     _check(m.seam_colour_rows >= 0, "model.seam_colour_rows", "must be >= 0 (0 = off)")
     for name in ("ssim_weight", "identity_weight", "perceptual_weight", "adversarial_weight"):
         _check(m[name] >= 0, f"model.{name}", "must be >= 0 (0 = off)")

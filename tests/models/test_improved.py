@@ -55,6 +55,33 @@ def test_only_the_appearance_decoder_can_carry_the_visible_colour_across_the_sea
     assert errors["appearance"] < 0.08 and errors["appearance"] < 0.5 * errors["paper"], errors
 
 
+def test_code_every_level_starts_as_the_plain_u_net_and_learns_to_follow_the_code():
+    """FiLM layers start at the identity; trained on faces whose lower band is what the code says (the
+    upper band is noise), the drawn band of unseen faces follows their code."""
+    torch.manual_seed(0)
+    size, row, n, seen = 32, 14, 96, 80
+    dec = AppearanceDecoder(FEATURES, size, row, 0, 32, 32, 2, code_every_level=True)
+    features, upper = torch.randn(n, FEATURES), torch.rand(n, 3, row, size)
+    with torch.no_grad():
+        film, dec.film = dec.film, None
+        plain = dec.draw(features, upper)
+        dec.film = film
+        assert torch.equal(dec.draw(features, upper), plain)
+    colour = torch.sigmoid(features[:, :3] * 2)[:, :, None, None].expand(n, 3, size - row, size)
+    opt = torch.optim.Adam(dec.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = torch.nn.functional.l1_loss(dec.draw(features[:seen], upper[:seen]), colour[:seen])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        drawn = dec.draw(features[seen:], upper[seen:])
+    error = float(torch.nn.functional.l1_loss(drawn, colour[seen:]))
+    spread = float((colour[seen:] - colour[:seen].mean(0)).abs().mean())  # drawing the mean colour
+    assert error < 0.5 * spread, (error, spread)
+    assert any(float(layer.weight.abs().sum()) > 0 for layer in dec.film)
+
+
 def test_seam_colour_match_equals_the_numpy_baseline_helper():
     g = torch.Generator().manual_seed(1)
     face, drawn = torch.rand(3, 3, 40, 40, generator=g), torch.rand(3, 3, 40, 40, generator=g) * 0.5
@@ -97,6 +124,7 @@ def test_landmark_warp_is_the_identity_at_the_template_and_moves_texture_otherwi
 @pytest.mark.parametrize("overrides", [
     ["model.decoder=appearance"],
     ["model.decoder=appearance", "model.landmark_warp=true", "model.ssim_weight=10"],
+    ["model.decoder=appearance", "model.code_every_level=true"],
     ["model.landmark_warp=true", "model.adversarial_weight=1.0"],
     ["model.decoder=appearance", "model.adversarial_weight=1.0", "stages.mask_decoder.scheduler=cosine"],
 ])
@@ -183,6 +211,7 @@ def test_perceptual_term_uses_the_weights_file(small_cfg, synthetic, tmp_path):
     ("model.decoder=unet", "model.decoder"),
     ("model.identity_weight=1", "model.identity_weight"),  # the default backbone is dlib
     ("model.seam_colour_rows=-1", "model.seam_colour_rows"),
+    ("model.code_every_level=true", "model.code_every_level"),
     ("stages.mask_decoder.scheduler=step", "stages.mask_decoder.scheduler"),
     ("run.reuse.decoder=runs/x", "run.reuse.decoder"),
 ])

@@ -157,7 +157,8 @@ class MaskDecoderModule(_StageModule):
     Ablations: ``use_landmarks=False`` drops the landmark head; ``full_face=True`` draws the whole face
     (and all 68 landmarks), as in the paper's full-face redraw.
 
-    Beyond the paper (each off by default): ``decoder="appearance"`` also sees the upper crop (U-Net);
+    Beyond the paper (each off by default): ``decoder="appearance"`` also sees the upper crop (U-Net;
+    ``code_every_level`` lets the identity code modulate each of its levels);
     ``landmark_warp`` warps the drawn band onto the predicted landmarks; extra loss terms ``ssim_weight``,
     ``identity_weight`` (through the frozen backbone, attached by ``from_config``), ``perceptual_weight``
     (a frozen timm network from a local weights file) and ``adversarial_weight`` (a PatchGAN on the
@@ -175,7 +176,7 @@ class MaskDecoderModule(_StageModule):
                  landmark_warp: bool = False, ssim_weight: float = 0.0, identity_weight: float = 0.0,
                  perceptual_weight: float = 0.0, perceptual_net: str = "vgg16",
                  perceptual_weights: Optional[str] = None, adversarial_weight: float = 0.0,
-                 stage: str = "mask_decoder"):
+                 code_every_level: bool = False, stage: str = "mask_decoder"):
         super().__init__()
         self._check_stage(stage)
         if not 0 < split_row < image_size:
@@ -190,9 +191,12 @@ class MaskDecoderModule(_StageModule):
             if full_face:
                 raise ValueError("the appearance decoder draws the lower band; full_face needs decoder='paper'")
             self.decoder = AppearanceDecoder(feature_dim, image_size, split_row, points, shared_dim,
-                                             decoder_channels, decoder_upsamplings)
+                                             decoder_channels, decoder_upsamplings,
+                                             code_every_level=code_every_level)
         else:
             raise ValueError(f"unknown decoder '{decoder}': use paper or appearance")
+        if code_every_level and decoder != "appearance":
+            raise ValueError("code_every_level modulates the U-Net's levels; it needs decoder='appearance'")
         if landmark_warp:
             if full_face or not use_landmarks:
                 raise ValueError("landmark_warp needs the lower-face landmark head (use_landmarks, not full_face)")
@@ -232,7 +236,8 @@ class MaskDecoderModule(_StageModule):
                      identity_weight=float(m.identity_weight), perceptual_weight=float(m.perceptual_weight),
                      perceptual_net=str(m.perceptual_net),
                      perceptual_weights=None if m.perceptual_weights is None else str(m.perceptual_weights),
-                     adversarial_weight=float(m.adversarial_weight), **_decoder_kwargs(cfg, cls.STAGE))
+                     adversarial_weight=float(m.adversarial_weight), code_every_level=bool(m.code_every_level),
+                     **_decoder_kwargs(cfg, cls.STAGE))
         if module.hparams.identity_weight > 0:
             from antimask.backbones import backbone_from_config
 

@@ -125,11 +125,14 @@ class AppearanceDecoder(nn.Module):
     real rows). A U-Net encodes the canvas in ``levels`` stride-2 steps; at the bottleneck the shared
     layer's identity code fills a grid beside it; the decoder grows it back with a skip connection at
     every level, so skin tone, light and background of the visible rows reach the drawn band.
+    ``code_every_level`` also lets the code scale and shift every decoder level's channels (FiLM, starting
+    at the identity), so the drawn band can follow the code rather than only the visible rows.
     Canvases that 2**levels does not divide are zero-padded at the bottom right and cropped after.
     """
 
     def __init__(self, feature_dim: int, image_size: int, split_row: int, num_landmarks: int = 0,
-                 shared_dim: int = 0, channels: int = 256, levels: int = 4, landmark_sigmoid: bool = True):
+                 shared_dim: int = 0, channels: int = 256, levels: int = 4, landmark_sigmoid: bool = True,
+                 code_every_level: bool = False):
         super().__init__()
         if levels < 1:
             raise ValueError(f"levels must be at least 1, got {levels}")
@@ -146,6 +149,12 @@ class AppearanceDecoder(nn.Module):
         self.code = nn.Linear(trunk_dim, self.code_channels * grid * grid)
         self.bottleneck = _conv_block(widths[-1] + self.code_channels, widths[-1])
         self.up = nn.ModuleList(_conv_block(widths[i] + widths[i - 1], widths[i - 1]) for i in range(levels - 1, 0, -1))
+        self.film: Optional[nn.ModuleList] = None
+        if code_every_level:  # per level: the code -> (scale, shift) of its channels, zero-initialised
+            self.film = nn.ModuleList(nn.Linear(trunk_dim, 2 * c) for c in [widths[-1]] + widths[-2::-1])
+            for layer in self.film:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
         self.out = nn.Sequential(nn.Conv2d(widths[0] + 4, widths[0], 3, padding=1), nn.ReLU(inplace=True),
                                  nn.Conv2d(widths[0], 3, 1))
         self.warp: Optional[nn.Module] = None  # a LandmarkWarp: the texture follows the predicted landmarks
@@ -171,11 +180,17 @@ class AppearanceDecoder(nn.Module):
             skips.append(y)
         g = self.padded // 2 ** self.levels
         code = torch.relu(self.code(h)).view(h.shape[0], self.code_channels, g, g)
-        y = self.bottleneck(torch.cat([skips[-1], code], 1))
-        for block, skip in zip(self.up, reversed(skips[:-1])):
-            y = block(torch.cat([F.interpolate(y, scale_factor=2, mode="nearest"), skip], 1))
+        y = self._modulate(self.bottleneck(torch.cat([skips[-1], code], 1)), h, 0)
+        for i, (block, skip) in enumerate(zip(self.up, reversed(skips[:-1])), 1):
+            y = self._modulate(block(torch.cat([F.interpolate(y, scale_factor=2, mode="nearest"), skip], 1)), h, i)
         y = self.out(torch.cat([F.interpolate(y, scale_factor=2, mode="nearest"), x], 1))
         return torch.sigmoid(y[:, :, self.split_row:self.image_size, :self.image_size])
+
+    def _modulate(self, y: torch.Tensor, h: torch.Tensor, level: int) -> torch.Tensor:
+        if self.film is None:
+            return y
+        scale, shift = self.film[level](h)[:, :, None, None].chunk(2, dim=1)
+        return y * (1 + scale) + shift
 
     def draw(self, features: torch.Tensor, upper: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.warp is not None:
