@@ -56,6 +56,37 @@ def test_rerun_skips_finished_stages(sample_run):
     assert before == {s: (sample_run / s / "checkpoints" / "last.ckpt").stat().st_mtime_ns for s in STAGES}
 
 
+def test_rerun_after_the_schema_grew_skips_only_when_the_new_keys_keep_their_defaults(sample_run, tmp_path):
+    """A run folder finished before a key was added to the schema (simulated: its saved config lacks
+    model.seam_colour_rows and its stages carry that config's hash) is still done for a rerun that leaves
+    the new key at its default, and trained with another config for one that sets it."""
+    import json
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from antimask.training import results_hash
+
+    run = tmp_path / "older"
+    shutil.copytree(sample_run, run)
+    saved = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
+    del saved["model"]["seam_colour_rows"]
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(saved)))
+    manifest = json.loads((run / "manifest.json").read_text())
+    older_hash = results_hash(OmegaConf.create(saved))
+    assert older_hash != manifest["stages"]["encoder"]["config_hash"]
+    for entry in manifest["stages"].values():
+        entry["config_hash"] = older_hash
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    store = Path(read_manifest(sample_run)["store"])
+    proc = _train_all(run, store, *FAST, "--no-eval")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("done before, skipped") == 3
+    for changed in ("model.seam_colour_rows=4", "stages.encoder.lr=0.5"):
+        proc = _train_all(run, store, *FAST, "--no-eval", changed)
+        assert proc.returncode != 0 and "trained with another config" in proc.stderr, proc.stderr[-3000:]
+
+
 def test_predict_loads_the_trained_model(sample_run, tmp_path):
     photos = write_sample(tmp_path / "photos", variants=2)
     results = predict(sample_run, [photos / "astronaut_original.png"], tmp_path / "out")

@@ -260,6 +260,47 @@ def results_hash(cfg: DictConfig) -> str:
     return config_hash(OmegaConf.create(plain))
 
 
+def _trained_before_new_keys(cfg: DictConfig, folder: Path, trained_hash: str) -> bool:
+    """A stage finished before keys were added to the schema has a hash over fewer keys. It still counts
+    as trained with ``cfg`` when the run's saved config is the one it was trained with (same hash), ``cfg``
+    agrees with it on every key it has, and leaves each key it lacks at the schema's default."""
+    from omegaconf import OmegaConf
+
+    from antimask.config import Config
+
+    path = folder / "config.yaml"
+    if not path.is_file():
+        return False
+    saved = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    if config_hash_of(saved) != trained_hash:
+        return False
+    defaults = OmegaConf.to_container(OmegaConf.structured(Config), resolve=True)
+
+    def restrict(mine: dict, theirs: dict, default: dict) -> Optional[dict]:
+        kept = {}
+        for key, value in mine.items():
+            if key not in theirs:
+                if not isinstance(default, dict) or default.get(key, object()) != value:
+                    return None  # a newer key set away from its default changes what the stage learns
+            elif isinstance(value, dict) and isinstance(theirs[key], dict):
+                sub = restrict(value, theirs[key], default.get(key, {}) if isinstance(default, dict) else {})
+                if sub is None:
+                    return None
+                kept[key] = sub
+            else:
+                kept[key] = value
+        return kept
+
+    kept = restrict(OmegaConf.to_container(cfg, resolve=True), saved, defaults)
+    return kept is not None and config_hash_of(kept) == trained_hash
+
+
+def config_hash_of(plain: dict) -> str:
+    from omegaconf import OmegaConf
+
+    return results_hash(OmegaConf.create(plain))
+
+
 def train_stage(cfg: DictConfig, stage: str, datamodule=None) -> tuple[dict, dict]:
     """Train one stage; returns (metrics, objects) so tests can assert on both."""
     import pytorch_lightning as pl
@@ -359,7 +400,7 @@ def train_all(cfg: DictConfig, evaluate: bool = True) -> dict:
             reuse_stage(cfg, stage, Path(cfg.run.reuse[stage]))
             continue
         if entry.get("status") == "done":
-            if entry.get("config_hash") != want:
+            if entry.get("config_hash") != want and not _trained_before_new_keys(cfg, folder, entry.get("config_hash")):
                 raise ManifestError(
                     f"{folder / 'manifest.json'}: stage '{stage}' was trained with another config; use a new "
                     f"run.dir, or delete {folder / stage} to retrain it")
