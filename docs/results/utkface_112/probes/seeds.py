@@ -2,7 +2,8 @@
 distance per face, scored as `antimask evaluate` scores them (without its baselines, landmarks and figures), then
 improved - paper paired per face (95 % bootstrap CI over the test faces).
 
-    python docs/results/utkface_112/probes/seeds.py RUN [RUN ...]   (folders named paper*, improved*; -sN = seed N)
+    python docs/results/utkface_112/probes/seeds.py RUN [RUN ...]   (folders named paper*, improved*; -sN = seed N, else seed 0;
+    each improved run is paired with the paper run of its seed)
 """
 import os, sys, json
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -32,16 +33,17 @@ def boot(d, n=10000, seed=0):
 print("| run | L1 lower | SSIM lower | identity |\n|---|---|---|---|")
 for r in runs:
     print(f"| {r} | {z[r+'|l1'].mean():.4f} | {z[r+'|ssim'].mean():.4f} | {z[r+'|identity'].mean():.4f} |")
-pairs = [(a, b) for a in runs for b in runs if "improved" in a and "paper" in b and a.split("-s")[-1] == b.split("-s")[-1] and "-s" in a]
-pairs += [(a, b) for a in runs for b in runs if a.endswith("utk/improved") and b.endswith("utk/paper")]
-pairs += [(a, b) for a in runs for b in runs if a.endswith("improved-scratch") and b.endswith("utk/paper")]
-print("\npaired improved - paper (mean [95% bootstrap CI over the 196 test faces])")
+def seed(run):
+    name = os.path.basename(run.rstrip("/")); return int(name.rsplit("-s", 1)[1]) if "-s" in name and name.rsplit("-s", 1)[1].isdigit() else 0
+kind = lambda run: os.path.basename(run.rstrip("/")).split("-")[0]
+pairs = [(a, b) for a in runs for b in runs if kind(a) == "improved" and kind(b) == "paper" and seed(a) == seed(b)]
+print(f"\npaired improved - paper of the same seed (mean [95% bootstrap CI over the {len(rows)} test faces])")
 for a, b in pairs:
     out = []
     for m in ("l1", "ssim", "identity"):
         d = z[a+"|"+m] - z[b+"|"+m]; lo, hi = boot(d); out.append(f"{m} {d.mean():+.4f} [{lo:+.4f}, {hi:+.4f}]")
     print(a, "-", b, ":", "; ".join(out))
-imp = [r for r in runs if "improved" in r]; pap = [r for r in runs if "paper" in r]
+imp = [r for r in runs if kind(r) == "improved"]; pap = [r for r in runs if kind(r) == "paper"]
 for m in ("l1", "ssim", "identity"):
     I = np.mean([z[r+"|"+m] for r in imp], 0); P = np.mean([z[r+"|"+m] for r in pap], 0)
     lo, hi = boot(I - P)
