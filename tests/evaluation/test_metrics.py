@@ -49,6 +49,17 @@ def test_ssim_identical_constant_and_against_skimage():
     assert M.ssim(b[None], a[None])[0] < 0.9
 
 
+def test_ssim_in_batches_is_ssim_per_face():
+    rng = np.random.default_rng(1)
+    real = rng.random((7, 40, 40, 3))
+    drawn = np.clip(real + 0.1 * rng.normal(size=real.shape), 0, 1)
+    one_batch = M.ssim(drawn, real, 16, batch_size=100)
+    np.testing.assert_allclose(M.ssim(drawn, real, 16, batch_size=3), one_batch, atol=1e-12)
+    for i in (0, 6):  # each face alone scores what it scores among the others
+        assert M.ssim(drawn[i:i + 1], real[i:i + 1], 16)[0] == pytest.approx(one_batch[i], abs=1e-12)
+    assert M.ssim(drawn[:0], real[:0], 16).shape == (0,)
+
+
 def test_image_metrics_names_and_shapes():
     rng = np.random.default_rng(1)
     real = rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
