@@ -269,36 +269,28 @@ def _trained_before_new_keys(cfg: DictConfig, folder: Path, trained_hash: str) -
     from antimask.config import Config
 
     path = folder / "config.yaml"
-    if not path.is_file():
+    saved = OmegaConf.load(path) if path.is_file() else None
+    if saved is None or results_hash(saved) != trained_hash:
         return False
-    saved = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    if config_hash_of(saved) != trained_hash:
-        return False
-    defaults = OmegaConf.to_container(OmegaConf.structured(Config), resolve=True)
 
     def restrict(mine: dict, theirs: dict, default: dict) -> Optional[dict]:
+        """``mine`` on the keys of ``theirs``; None if a key ``theirs`` lacks is away from its default."""
         kept = {}
         for key, value in mine.items():
             if key not in theirs:
-                if not isinstance(default, dict) or default.get(key, object()) != value:
-                    return None  # a newer key set away from its default changes what the stage learns
-            elif isinstance(value, dict) and isinstance(theirs[key], dict):
-                sub = restrict(value, theirs[key], default.get(key, {}) if isinstance(default, dict) else {})
-                if sub is None:
+                if default.get(key, object()) != value:
                     return None
-                kept[key] = sub
+            elif isinstance(value, dict) and isinstance(theirs[key], dict):
+                kept[key] = restrict(value, theirs[key], default.get(key) or {})
+                if kept[key] is None:
+                    return None
             else:
                 kept[key] = value
         return kept
 
-    kept = restrict(OmegaConf.to_container(cfg, resolve=True), saved, defaults)
-    return kept is not None and config_hash_of(kept) == trained_hash
-
-
-def config_hash_of(plain: dict) -> str:
-    from omegaconf import OmegaConf
-
-    return results_hash(OmegaConf.create(plain))
+    kept = restrict(OmegaConf.to_container(cfg, resolve=True), OmegaConf.to_container(saved, resolve=True),
+                    OmegaConf.to_container(OmegaConf.structured(Config), resolve=True))
+    return kept is not None and results_hash(OmegaConf.create(kept)) == trained_hash
 
 
 def train_stage(cfg: DictConfig, stage: str, datamodule=None) -> tuple[dict, dict]:

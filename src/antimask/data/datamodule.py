@@ -167,7 +167,6 @@ class FaceDataset(Dataset):
             item["features"] = torch.from_numpy(np.asarray(self.features[row], np.float32))
         return item
 
-
     def _seed_photometric(self) -> None:
         """albumentations keeps its own RNG, which seed_everything does not reach: seed it once per process
         from torch's seed (run.seed in the main process; distinct per DataLoader worker and epoch), so
