@@ -54,10 +54,24 @@ def test_ssim_in_batches_is_ssim_per_face():
     real = rng.random((7, 40, 40, 3))
     drawn = np.clip(real + 0.1 * rng.normal(size=real.shape), 0, 1)
     one_batch = M.ssim(drawn, real, 16, batch_size=100)
-    np.testing.assert_allclose(M.ssim(drawn, real, 16, batch_size=3), one_batch, atol=1e-12)
+    np.testing.assert_allclose(M.ssim(drawn, real, 16, batch_size=3), one_batch, atol=1e-6)  # float32 rounding
     for i in (0, 6):  # each face alone scores what it scores among the others
-        assert M.ssim(drawn[i:i + 1], real[i:i + 1], 16)[0] == pytest.approx(one_batch[i], abs=1e-12)
+        assert M.ssim(drawn[i:i + 1], real[i:i + 1], 16)[0] == pytest.approx(one_batch[i], abs=1e-6)
     assert M.ssim(drawn[:0], real[:0], 16).shape == (0,)
+
+
+def test_ssim_in_float32_agrees_with_float64():
+    """The metric runs in float32 for speed; on face-like images it stays within 1e-4 of float64 per face."""
+    import cv2
+    import torch
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    rng = np.random.default_rng(2)
+    real = np.stack([cv2.GaussianBlur(rng.random((56, 56, 3)), (0, 0), s) for s in (1, 2, 3, 4)])
+    drawn = np.clip(real + 0.05 * rng.normal(size=real.shape), 0, 1)
+    a, b = (torch.from_numpy(x).permute(0, 3, 1, 2).double() for x in (drawn, real))
+    exact = structural_similarity_index_measure(a[:, :, 24:], b[:, :, 24:], data_range=1.0, reduction="none")
+    np.testing.assert_allclose(M.ssim(drawn, real, 24), exact.numpy(), atol=1e-4)
 
 
 def test_image_metrics_names_and_shapes():
