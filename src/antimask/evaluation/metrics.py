@@ -58,7 +58,7 @@ def ssim(drawn: np.ndarray, real: np.ndarray, split_row: Optional[int] = None, b
 
     torchmetrics in float32, in batches: its float64 Gaussian filtering took 14 GB for 392 faces at 112 px
     at once and ~20-40x the time of float32 on the CPU (the lower band and the whole face of 96 faces at
-    112 px: 30 s vs 1 s), for a per-face difference of at most 4e-5 on real faces.
+    112 px, beside a training run: 30 s vs 1 s), for a per-face difference of at most 4e-5 on real faces.
     """
     from torchmetrics.functional.image import structural_similarity_index_measure
 
