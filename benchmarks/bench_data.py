@@ -46,7 +46,7 @@ def _peak_rss_during(fn) -> tuple[float, float, object]:
 
 
 def bench_neighbors(sizes: list[int], feature_size: int = 64, k: int = 10, chunk_mb: int = 256) -> list[dict]:
-    from antimask.data.align import template
+    from antimask.faces.align import template
     from antimask.data.neighbors import neighbors_from_features
 
     rows = []
@@ -64,7 +64,7 @@ def bench_neighbors(sizes: list[int], feature_size: int = 64, k: int = 10, chunk
 
 def _real_faces(n: int):
     sys.path[:0] = [str(REPO / "tests")]
-    from faces import align_photos
+    from real_faces import align_photos
 
     data = Path(os.environ.get("ANTIMASK_DATA", REPO.parent / "shared" / "data")) / "utkface"
     files = sorted(p for p in data.iterdir() if p.name.split("_")[0].isdigit() and int(p.name.split("_")[0]) >= 18)
@@ -118,7 +118,7 @@ def run(quick: bool = False) -> list[dict]:
     images, landmarks, names = _real_faces(40 if quick else 120)
     rows += bench_morph(images, landmarks, 50 if quick else 300)
     with tempfile.TemporaryDirectory() as tmp:
-        from faces import write_store  # importable once _real_faces has set the path
+        from real_faces import write_store  # importable once _real_faces has set the path
 
         root = write_store(Path(tmp) / "store", images, landmarks, names, ["train"] * len(images))
         rows += bench_loader(root, [112, 224], [0, 2], 5 if quick else 30)

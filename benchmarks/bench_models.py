@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from antimask.config import load_config, split_row_for
-from antimask.data.align import LOWER_POINTS
+from antimask.faces.align import LOWER_POINTS
 from antimask.models import STAGES, AntiMask
 
 FEATURE_DIM = 128  # dlib's descriptor, the default backbone

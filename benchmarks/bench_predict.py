@@ -104,7 +104,7 @@ def run(quick: bool = False) -> list[dict]:
                  {"name": "predict/photos_completed", "value": round(100 * found / len(photos), 1), "unit": "%",
                   "note": note}]
 
-        from antimask.data.detect import load_rgb
+        from antimask.faces.detect import load_rgb
 
         opts = cfg.predict
         images = [load_rgb(p, int(cfg.prepare.max_pixels)) for p in photos]

@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from antimask.data import align, detect  # noqa: E402
+from antimask.faces import align, detect  # noqa: E402
 from antimask.data.sample import portraits  # noqa: E402
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from antimask import inference
 from antimask.config import load_config, save_config
-from antimask.data.align import invert_transform
+from antimask.faces.align import invert_transform
 from antimask.training import ManifestError
 
 torch.set_num_threads(1)
@@ -114,7 +114,7 @@ def test_upper_face_is_kept_and_lower_face_is_drawn(sample_results, tiny_run):
     assert len(single) >= 20
     changed_any = 0
     for key in single:
-        from antimask.data.detect import load_rgb
+        from antimask.faces.detect import load_rgb
 
         photo = load_rgb(key, 10**8)
         result = np.asarray(Image.open(out / f"{Path(key).stem}_unmasked.png"))

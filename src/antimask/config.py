@@ -458,7 +458,7 @@ def config_hash(cfg: DictConfig) -> str:
 
 def save_config(cfg: DictConfig, folder: str | Path, name: str = "config.yaml") -> Path:
     """Write the resolved config beside an output (atomically)."""
-    from antimask.io import atomic_write_text
+    from antimask.files import atomic_write_text
 
     path = Path(folder) / name
     atomic_write_text(path, to_yaml(cfg))

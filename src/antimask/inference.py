@@ -16,8 +16,8 @@ from typing import Any, Optional
 import numpy as np
 from omegaconf import DictConfig
 
-from antimask.data import detect
-from antimask.data.align import UPPER_POINTS, align_face, invert_transform
+from antimask.faces import detect
+from antimask.faces.align import UPPER_POINTS, align_face, invert_transform
 from antimask.training import run_config
 
 PNG_KEY = "antimask"
@@ -87,7 +87,7 @@ def _to_photo(rect, scale: float, p: int, shape: tuple[int, ...]) -> tuple[int, 
 
 def run_detector(image: np.ndarray, name: str, opts: DictConfig) -> list[tuple[tuple[int, int, int, int], float]]:
     """Raw boxes (photo pixels) and scores of one detection approach; no verification."""
-    from antimask import dlib_models
+    from antimask.faces import dlib_models
 
     if name == "hog":
         img, s, p = _rescaled(image, 0, opts.detect_max_side, opts.pad)
@@ -233,7 +233,7 @@ def save_png(path: Path, image: np.ndarray) -> Path:
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
-    from antimask.io import atomic_path
+    from antimask.files import atomic_path
 
     info = PngInfo()
     info.add_text(PNG_KEY, PNG_NOTICE)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from antimask.config import ConfigError
-from antimask.io import atomic_write_csv, atomic_write_text
+from antimask.files import atomic_write_csv, atomic_write_text
 
 SEARCHES = ("grid", "random", "bayes")
 DEFAULT_RANDOM_RUNS = 8  # points a random/bayes sweep draws locally without --max-runs or run_cap

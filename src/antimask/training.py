@@ -20,7 +20,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig
 
 from antimask.config import config_hash, save_config
-from antimask.io import atomic_write_json, read_json
+from antimask.files import atomic_write_json, read_json
 
 STAGES = ("face_decoder", "mask_decoder", "encoder")
 
@@ -224,7 +224,7 @@ def torch_load_epoch(path: str) -> int:
 
 def _prepend_history(path: Path, history: list[dict], resumed_epoch: int) -> None:
     """Lightning's CSVLogger starts metrics.csv afresh on resume; keep the epochs before the resume."""
-    from antimask.io import atomic_write_csv
+    from antimask.files import atomic_write_csv
 
     kept = [r for r in history if r.get("epoch", "") != "" and int(r["epoch"]) <= resumed_epoch]
     atomic_write_csv(path, kept + _read_rows(path))

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from antimask import dlib_models
+from antimask.faces import dlib_models
 from antimask.backbones import cached_features, create_backbone
-from antimask.data.align import align_face
+from antimask.faces.align import align_face
 from antimask.data.store import Table, open_store, write_group
 
 from helpers import adult_utkface

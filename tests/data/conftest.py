@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from faces import align_photos, write_store
+from real_faces import align_photos, write_store
 from helpers import adult_utkface
 
 

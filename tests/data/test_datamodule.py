@@ -9,9 +9,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from faces import detect_landmarks
+from real_faces import detect_landmarks
 from antimask.config import load_config, split_row_for
-from antimask.data.align import LOWER_POINTS
+from antimask.faces.align import LOWER_POINTS
 from antimask.data.datamodule import FaceDataModule, cache_path
 from antimask.data.store import StoreError
 

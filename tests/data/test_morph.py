@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from faces import detect_landmarks
+from real_faces import detect_landmarks
 from antimask.data.morph import morph
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from antimask.cli import main as cli_main
 from antimask.config import load_config
-from antimask.data import align
+from antimask.faces import align
 from antimask.data.prepare import prepare_store
 from antimask.data.sample import portraits
 from antimask.data.store import open_store

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from faces import align_photos as _align
+from real_faces import align_photos as _align
 from helpers import adult_utkface
 
 

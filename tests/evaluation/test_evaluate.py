@@ -19,7 +19,7 @@ from antimask.models.antimask import seam_weights
 from antimask.training import ManifestError, STAGES, train_stage
 from helpers import adult_utkface
 
-from faces import align_photos, write_store
+from real_faces import align_photos, write_store
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 

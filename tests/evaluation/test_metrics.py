@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from antimask.config import split_row_for
-from antimask.data.align import LOWER_POINTS, template
+from antimask.faces.align import LOWER_POINTS, template
 from antimask.evaluation import metrics as M
 
 

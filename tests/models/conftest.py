@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from antimask.config import load_config, split_row_for
-from antimask.data.align import LOWER_POINTS, TEMPLATE_224
+from antimask.faces.align import LOWER_POINTS, TEMPLATE_224
 
 # These nets are tiny: on a shared 2-core box, OpenMP threads fighting over the cores make a step
 # 20x slower than one thread.

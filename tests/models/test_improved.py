@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from antimask.config import ConfigError
-from antimask.data.align import LOWER_POINTS, TEMPLATE_224
+from antimask.faces.align import LOWER_POINTS, TEMPLATE_224
 from antimask.evaluation.baselines import match_seam_colour as match_seam_colour_np
 from antimask.models import MaskDecoderModule, load_stage
 from antimask.models.antimask import AntiMask, match_seam_colour

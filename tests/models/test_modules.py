@@ -6,7 +6,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from antimask.data.align import LOWER_POINTS
+from antimask.faces.align import LOWER_POINTS
 from antimask.models import (EncoderDistillModule, FaceDecoderModule, MaskDecoderModule, StageMismatchError,
                              load_stage)
 

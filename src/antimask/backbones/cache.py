@@ -20,7 +20,7 @@ import torch
 from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
-from antimask.io import atomic_write_json, read_json
+from antimask.files import atomic_write_json, read_json
 
 CACHE_VERSION = 1
 CHECK_ROWS = 4096  # rows per block when scanning a cache for NaN/inf

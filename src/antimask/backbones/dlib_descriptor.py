@@ -13,9 +13,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from antimask import dlib_models
+from antimask.faces import dlib_models
 from antimask.backbones.registry import FrozenBackbone, WeightsError, file_sha256, register_backbone
-from antimask.data.align import template
+from antimask.faces.align import template
 
 
 @functools.lru_cache(maxsize=None)

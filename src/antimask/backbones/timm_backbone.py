@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from antimask import io
+from antimask import files
 from antimask.backbones.registry import FrozenBackbone, WeightsError, file_sha256
 
 HF_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -41,8 +41,8 @@ class TimmBackbone(FrozenBackbone):
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A safetensors file or a state dict (``weights_only``: no code is unpickled)."""
     try:
-        return io.read_state_dict(path)
-    except io.WeightsFileError as err:
+        return files.read_state_dict(path)
+    except files.WeightsFileError as err:
         if err.unreadable:
             raise WeightsError(f"{path}: cannot read weights ({err}); expected a .safetensors file "
                                "or a PyTorch state dict") from None

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from antimask import io
+from antimask import files
 from antimask.backbones.registry import (
     FrozenBackbone,
     WeightsError,
@@ -126,8 +126,8 @@ def init_random(model: VGGFace, seed: int = 0) -> VGGFace:
 def load_pth(path: Path) -> dict[str, torch.Tensor]:
     """A ``vgg_face_dag.pth`` state dict (or a .safetensors with the same keys), loaded without unpickling code."""
     try:
-        state = io.read_state_dict(path)
-    except io.WeightsFileError as err:
+        state = files.read_state_dict(path)
+    except files.WeightsFileError as err:
         if err.unreadable:
             raise WeightsError(f"{path}: cannot read a PyTorch state dict ({err}); expected vgg_face_dag.pth; "
                                f"{PUBLISHED}") from None

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from antimask.data.morph import morph
 from antimask.data.neighbors import nearest_neighbors
 from antimask.data.store import StoreError, Table, open_store, rebuild_hint, write_group
-from antimask.io import atomic_write_json, read_json
+from antimask.files import atomic_write_json, read_json
 
 PAIRING = "ordered"  # see the module docstring
 _BATCH = 256  # morphs per worker task

@@ -24,9 +24,9 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 from antimask.config import split_row_for
-from antimask.data.align import FLIP_PERMUTATION, LOWER_POINTS
+from antimask.faces.align import FLIP_PERMUTATION, LOWER_POINTS
 from antimask.data.store import RowArray, Store, StoreError, open_store, rebuild_hint
-from antimask.io import atomic_write_json, read_json
+from antimask.files import atomic_write_json, read_json
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 

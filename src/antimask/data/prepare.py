@@ -23,10 +23,10 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from antimask import dlib_models
-from antimask.data import align, detect
+from antimask.faces import dlib_models
+from antimask.faces import align, detect
 from antimask.data.store import SPLITS, Table, read_table, write_group
-from antimask.io import atomic_path, atomic_write_json, read_json
+from antimask.files import atomic_path, atomic_write_json, read_json
 
 # Options that change what prepare writes for a photo; parts made with other values are not reused.
 _PHOTO_OPTIONS = ("image_size", "pad", "upsample", "cnn_fallback", "crop_fallback", "crop_max_aspect", "keep",

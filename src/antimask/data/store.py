@@ -28,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from antimask.io import atomic_path, atomic_write_json, read_json
+from antimask.files import atomic_path, atomic_write_json, read_json
 
 STORE_FORMAT = "antimask-store"
 STORE_VERSION = 1

@@ -32,7 +32,7 @@ from antimask.evaluation.metrics import (
     verified,
 )
 from antimask.evaluation.report import METRICS, RANDOM_PAIR, write_report
-from antimask.io import atomic_write_text
+from antimask.files import atomic_write_text
 from antimask.training import run_config
 
 MODEL_STAGES = ("face_decoder", "mask_decoder", "encoder")

@@ -21,7 +21,7 @@ def _plt():
 
 
 def _save(fig, path: Path) -> Path:
-    from antimask.io import atomic_path
+    from antimask.files import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:

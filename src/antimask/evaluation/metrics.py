@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from antimask.data.align import EYES, LOWER_POINTS, TEMPLATE_SIZE, template
+from antimask.faces.align import EYES, LOWER_POINTS, TEMPLATE_SIZE, template
 
 LEFT_EYE = EYES[:6]  # dlib 36-41
 RIGHT_EYE = EYES[6:]  # dlib 42-47
@@ -193,7 +193,7 @@ def predict_landmarks(faces: np.ndarray) -> np.ndarray:
     The face box is the template's landmark extent (no detector: the faces are aligned); faces are
     upscaled to 224 first, where the predictor was trained on faces of that scale.
     """
-    from antimask.dlib_models import shape_predictor
+    from antimask.faces.dlib_models import shape_predictor
 
     arr = np.asarray(faces)
     size = arr.shape[-2]

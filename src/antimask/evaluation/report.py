@@ -13,7 +13,7 @@ import numpy as np
 from antimask.config import EvalConfig, split_row_for
 from antimask.evaluation import figures
 from antimask.evaluation.metrics import bootstrap_ci, random_pair_cosine
-from antimask.io import atomic_write_json, atomic_write_text
+from antimask.files import atomic_write_json, atomic_write_text
 
 # name -> (what the table calls it, whether higher is better); unknown metric names are still reported.
 METRICS: dict[str, tuple[str, bool]] = {

@@ -12,7 +12,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
-from antimask.io import atomic_path
+from antimask.files import atomic_path
 from antimask.models.antimask import composite
 
 # Grey of the hidden rows in the "masked" column.

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from antimask import io
+from antimask import files
 from antimask.backbones.registry import FrozenBackbone
 
 
@@ -108,8 +108,8 @@ def load_features(net: nn.Module, model: str, path: Path) -> None:
     import timm
 
     try:
-        state = io.read_state_dict(path)
-    except io.WeightsFileError as err:
+        state = files.read_state_dict(path)
+    except files.WeightsFileError as err:
         raise ValueError(f"{path}: cannot use as perceptual weights for timm model '{model}': {err}") from None
     with torch.device("meta"):  # only names and shapes are needed
         full = timm.create_model(model, pretrained=False, num_classes=0)

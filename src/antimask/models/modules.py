@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from torchmetrics import MeanMetric, MinMetric
 
 from antimask.config import split_row_for
-from antimask.data.align import LOWER_POINTS, TEMPLATE_224, TEMPLATE_SIZE
+from antimask.faces.align import LOWER_POINTS, TEMPLATE_224, TEMPLATE_SIZE
 from antimask.models.components import AppearanceDecoder, Decoder, LandmarkWarp, UpperEncoder
 from antimask.models.components.discriminator import PatchDiscriminator, discriminator_loss, generator_loss
 from antimask.models.losses import ssim_loss

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from antimask.io import WeightsFileError, read_state_dict
+from antimask.files import WeightsFileError, read_state_dict
 
 # Conv blocks (two 3x3 convs + 2x2 max-pool each) of the VGG-style encoder; widths w, 2w, 4w, 8w.
 _VGG_BLOCKS = 4

@@ -11,8 +11,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from antimask import dlib_models
-from antimask.data.align import align_face
+from antimask.faces import dlib_models
+from antimask.faces.align import align_face
 from antimask.data.store import Table, write_group
 
 PAD = 80  # UTKFace chips are tight 200x200 crops: dlib's HOG detector needs some context

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from antimask.data import align, detect
+from antimask.faces import align, detect
 from antimask.data.sample import portraits
 
 
