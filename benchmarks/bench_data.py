@@ -86,14 +86,15 @@ def bench_morph(images: np.ndarray, landmarks: np.ndarray, count: int) -> list[d
 def bench_loader(store_root: Path, sizes: list[int], workers: list[int], batches: int) -> list[dict]:
     from antimask.config import load_config
     from antimask.data.datamodule import FaceDataModule
+    from antimask.pipeline import prepare_data
 
     rows = []
     for size in sizes:
         for w in workers:
             cfg = load_config(overrides=[f"data.store={store_root}", f"data.image_size={size}",
                                          f"data.num_workers={w}", "data.batch_size=32", "augment.enabled=false"])
+            prepare_data(cfg)
             dm = FaceDataModule(cfg)
-            dm.prepare_data()
             dm.setup("fit")
             loader = dm.train_dataloader()
             seen, t0 = 0, None

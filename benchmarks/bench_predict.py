@@ -22,6 +22,8 @@ import torch
 
 from antimask import inference
 from antimask.config import load_config, save_config
+from antimask.faces import finder
+from antimask.faces.photos import Rejected, load_rgb
 
 REPO = Path(__file__).resolve().parents[1]
 FEATURE_DIM = 128
@@ -104,8 +106,6 @@ def run(quick: bool = False) -> list[dict]:
                  {"name": "predict/photos_completed", "value": round(100 * found / len(photos), 1), "unit": "%",
                   "note": note}]
 
-        from antimask.faces.detect import load_rgb
-
         opts = cfg.predict
         images = [load_rgb(p, int(cfg.prepare.max_pixels)) for p in photos]
         approaches = [["hog"], ["hog", "cnn"], ["hog_low"], ["crop"], list(opts.detectors)]
@@ -113,12 +113,19 @@ def run(quick: bool = False) -> list[dict]:
             approaches.insert(2, ["cnn"])
         for dets in approaches:
             t = time.perf_counter()
-            hits = sum(bool(inference.find_faces(im, size, model.split_row, opts, dets)) for im in images)
+            hits = sum(_has_face(im, opts, size, model.split_row, dets) for im in images)
             seconds = time.perf_counter() - t
             rows.append({"name": f"predict/detect_rate/{'+'.join(dets)}", "value": round(100 * hits / len(images), 1),
                          "unit": "%", "note": f"{hits}/{len(images)} photos with a verified face (upper-landmark "
                          f"residual <= {opts.max_residual}); {1000 * seconds / len(images):.0f} ms/photo"})
     return rows
+
+
+def _has_face(image, opts, size: int, split_row: int, detectors: list[str]) -> bool:
+    try:
+        return bool(finder.find_faces(image, opts, size, split_row, detectors=detectors).faces)
+    except Rejected:
+        return False
 
 
 if __name__ == "__main__":

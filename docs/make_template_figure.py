@@ -7,14 +7,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from antimask.faces import align, detect  # noqa: E402
+from antimask.config import load_config  # noqa: E402
+from antimask.faces import align, finder  # noqa: E402
 from antimask.data.sample import portraits  # noqa: E402
 
 
 def main(out: Path = Path(__file__).with_name("template.png")) -> None:
     image = portraits()["astronaut"]
-    box = detect.detect_faces(image, pad=0.25, upsample=1, cnn_fallback=True, max_side=1024)[0][0]
-    aligned, _, _, _ = align.align_face(image, detect.landmarks_68(image, box), 224)
+    box = finder.run_detector(image, "hog", load_config().prepare)[0].box
+    aligned, _, _, _ = align.align_face(image, finder.landmarks_68(image, box), 224)
     t = align.template(224)
     fig, axes = plt.subplots(1, 2, figsize=(8, 4.2))
     for ax, show_face in zip(axes, (False, True)):

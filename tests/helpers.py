@@ -29,3 +29,39 @@ def adult_utkface(folder: Path, n: int, start: int = 0) -> list[Path]:
     """A fixed, spread-out sample of adult UTKFace photos (every 20th adult file in name order)."""
     files = sorted(p for p in folder.iterdir() if p.name.split("_")[0].isdigit() and int(p.name.split("_")[0]) >= 18)
     return files[start::20][:n]
+
+
+def build_module(cls, feature_dim: int, image_size: int, split_row: int, **changes):
+    """A stage module built directly (its constructor has no defaults): the schema's defaults, then ``changes``."""
+    from omegaconf import OmegaConf
+
+    from antimask.config import Config
+
+    kwargs = cls.hparams_from_config(OmegaConf.structured(Config), feature_dim)
+    kwargs.update(image_size=image_size, split_row=split_row, **changes)
+    return cls(**kwargs)
+
+
+def require_face_networks(reference: bool = False) -> Path:
+    """The folder of the pretrained face networks (``make face-networks``); skip, or fail in CI, when missing.
+
+    ``reference``: TF.js must be installed beside them too (``tfjs-reference/``), and node on the PATH.
+    """
+    import shutil
+
+    from antimask.backbones.face_networks import FETCH, REFERENCE_DIR, cache_dir, missing_files
+
+    folder = cache_dir()
+    missing = missing_files(folder)
+    if missing:
+        msg = f"face networks {', '.join(missing)} not found or changed in {folder}; run {FETCH}"
+    elif reference and not (folder / REFERENCE_DIR / "node_modules" / "@tensorflow" / "tfjs-converter").is_dir():
+        msg = (f"TF.js reference not installed in {folder / REFERENCE_DIR}; run make face-networks "
+               "(python -m antimask.backbones.fetch --reference)")
+    elif reference and shutil.which("node") is None:
+        msg = "node is not on the PATH (the TF.js reference runs in it)"
+    else:
+        return folder
+    if os.environ.get("ANTIMASK_REQUIRE_DATA") == "1":
+        pytest.fail(msg)
+    pytest.skip(msg)

@@ -3,7 +3,7 @@
 import pytest
 from omegaconf import OmegaConf
 
-from antimask.config import ConfigError, load_config, save_config, split_row_for
+from antimask.config import STAGES, ConfigError, config_hash, load_config, save_config, split_row_for
 from helpers import REPO
 
 
@@ -79,3 +79,84 @@ def test_cli_keeps_an_options_name_equals_value_for_the_option():
     assert overrides == ["eval.bootstrap=50", "data.store=s"]
     args = build_parser().parse_args(plain)
     assert args.with_runs == ["paper=runs/paper", "b=runs/b"] and args.name == "n=1"
+
+
+@pytest.mark.parametrize("override, key, suggestion", [
+    ("model.decoder=apperance", "model.decoder", "appearance"),
+    ("model.encoder_loss=cosin", "model.encoder_loss", "cosine"),
+    ("stages.mask_decoder.scheduler=cosin", "stages.mask_decoder.scheduler", "cosine"),
+    ("trainer.gradient_clip_algorithm=nrm", "trainer.gradient_clip_algorithm", "norm"),
+    ("trainer.precision=bf16-mixd", "trainer.precision", "bf16-mixed"),
+    ("eval.ci_method=bca", "eval.ci_method", "BCa"),
+    ("wandb.mode=ofline", "wandb.mode", "offline"),
+    ("backbone.layer=fc9", "backbone.layer", "fc7"),
+])
+def test_a_value_outside_a_choice_names_the_key_and_the_closest_choice(override, key, suggestion, tmp_path):
+    with pytest.raises(ConfigError, match=rf"'{key}'.*did you mean '{suggestion}'"):
+        load_config(None, [override])
+    section, value = override.split("=")
+    *parents, leaf = section.split(".")
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(OmegaConf.to_yaml(OmegaConf.from_dotlist([f"{section}={value}"])))
+    with pytest.raises(ConfigError, match=rf"exp\.yaml.*'{key}'"):
+        load_config(exp)
+
+
+def test_choices_stay_plain_strings_so_saved_configs_and_hashes_do_not_change(tmp_path):
+    cfg = load_config(None, ["model.decoder=appearance", "wandb.mode=online", "stages.encoder.scheduler=cosine"])
+    assert type(cfg.model.decoder) is str and cfg.model.decoder == "appearance" and cfg.wandb.mode == "online"
+    text = (save_config(cfg, tmp_path)).read_text()
+    assert "decoder: appearance" in text and "mode: online" in text and "!!" not in text
+    assert config_hash(load_config(tmp_path / "config.yaml")) == config_hash(cfg)
+
+
+def test_a_run_saved_before_the_seam_rows_rename_still_loads(tmp_path):
+    old = tmp_path / "config.yaml"
+    old.write_text("eval:\n  seam_rows: 2\n")
+    assert load_config(old).eval.seam_colour_rows == 2
+    with pytest.raises(ConfigError, match="did you mean 'eval.seam_colour_rows'"):
+        load_config(None, ["eval.seam_rows=2"])
+
+
+def test_stages_are_listed_once_and_the_cli_offers_them():
+    from antimask.cli import build_parser
+
+    assert STAGES == ("face_decoder", "mask_decoder", "encoder")
+    stage_arg = next(a for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions
+                     if a.dest == "stage")
+    assert tuple(stage_arg.choices) == STAGES
+
+
+IMPROVEMENT_FILES = sorted((REPO / "experiments" / "improvements").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", IMPROVEMENT_FILES, ids=lambda p: p.stem)
+def test_each_improvement_differs_from_its_base_only_in_what_it_says(path):
+    raw = OmegaConf.load(path)
+    assert set(raw.reuse_from) <= set(STAGES) and set(raw.reuse_from.values()) <= {"paper", "improved"}
+    (base,) = raw.defaults
+    plain = lambda cfg: OmegaConf.to_container(cfg, resolve=True)  # noqa: E731
+    said = {k: v for k, v in plain(raw).items() if k not in ("defaults", "reuse_from")}
+    expected = OmegaConf.to_container(OmegaConf.merge(load_config(path.parent / base), said), resolve=True)
+    assert plain(load_config(path)) == expected
+    assert plain(load_config(path)) != plain(load_config(path.parent / base))
+
+
+def test_ablations_improved_offers_every_improvement_file():
+    from antimask.ablations import improvement_names, improvement_reuse
+
+    names = improvement_names()
+    assert set(names) == {p.stem for p in IMPROVEMENT_FILES} and len(names) == 8
+    assert names.index("paper+seam_colour") < names.index("improved-unet")  # additions first, then removals
+    assert improvement_reuse("paper+timm_encoder") == {"face_decoder": "paper", "mask_decoder": "paper",
+                                                       "encoder": "improved"}
+
+
+def test_a_choice_written_as_a_number_means_its_text(tmp_path):
+    """`trainer.precision=32` worked while the key was a plain string; the Literal type keeps it working."""
+    assert load_config(overrides=["trainer.precision=32"]).trainer.precision == "32"
+    experiment = tmp_path / "exp.yaml"
+    experiment.write_text("trainer:\n  precision: 32\n")
+    assert load_config(experiment).trainer.precision == "32"
+    with pytest.raises(ConfigError, match="trainer.precision"):
+        load_config(overrides=["trainer.precision=31"])

@@ -25,7 +25,8 @@ from helpers import REPO, adult_utkface
 
 from antimask.config import ConfigError, load_config
 from antimask.data.store import open_store
-from antimask.training import ManifestError, stage_checkpoint, train_stage
+from antimask.pipeline import train_stage
+from antimask.runs import ManifestError, stage_checkpoint
 
 DEFAULT = REPO / "experiments" / "default.yaml"
 
@@ -43,13 +44,13 @@ def _cfg(photos: Path, store: Path, run: Path, *extra: str):
 @pytest.fixture(scope="module")
 def small(utkface_dir, tmp_path_factory):
     """(photos, store): 40 real photos and their prepared store with morphs and dlib features."""
-    from antimask.data.datamodule import FaceDataModule
+    from antimask.pipeline import prepare_data
 
     photos = tmp_path_factory.mktemp("hz_photos")
     for p in adult_utkface(utkface_dir, 40, start=5):
         (photos / p.name).symlink_to(p)
     store = tmp_path_factory.mktemp("hz_store")
-    FaceDataModule(_cfg(photos, store, tmp_path_factory.mktemp("hz_run"))).prepare_data()
+    prepare_data(_cfg(photos, store, tmp_path_factory.mktemp("hz_run")))
     return photos, store
 
 
@@ -256,9 +257,9 @@ def test_nan_loss_stops_with_the_step_and_rows_and_keeps_the_last_good_checkpoin
 
     photos, store = small
     cfg = _cfg(photos, store, tmp_path, "stages.mask_decoder.max_epochs=3")
-    probe = FaceDataModule(cfg)
-    probe.setup("fit")
-    features = np.array(probe.features, dtype=np.float32)  # a private, writable copy
+    from antimask.backbones import teacher_features
+
+    features = np.array(teacher_features(cfg, open_store(store)), dtype=np.float32)  # a private, writable copy
     poisoned = int(open_store(store).rows("train")[0])
 
     class PoisonAfterFirstEpoch(pl.Callback):

@@ -14,8 +14,9 @@ from PIL import Image
 
 from antimask import inference
 from antimask.config import load_config, save_config
-from antimask.faces.align import invert_transform
-from antimask.training import ManifestError
+from antimask.faces import finder
+from antimask.faces.photos import load_rgb
+from antimask.runs import ManifestError
 
 torch.set_num_threads(1)
 
@@ -85,7 +86,7 @@ def test_completes_a_face_in_most_masked_photos(sample_results):
     assert len(results) == 50
     assert len(ok) / len(results) >= 0.8, {Path(k).name: r["reason"] for k, r in results.items() if r["status"] != "ok"}
     for key in ok:
-        assert results[key]["faces"] and all(f["detector"] in inference.DETECTORS for f in results[key]["faces"])
+        assert results[key]["faces"] and all(f["detector"] in finder.DETECTORS for f in results[key]["faces"])
 
 
 def test_outputs_are_tagged_pngs_of_the_photo_size(sample_results):
@@ -114,8 +115,6 @@ def test_upper_face_is_kept_and_lower_face_is_drawn(sample_results, tiny_run):
     assert len(single) >= 20
     changed_any = 0
     for key in single:
-        from antimask.faces.detect import load_rgb
-
         photo = load_rgb(key, 10**8)
         result = np.asarray(Image.open(out / f"{Path(key).stem}_unmasked.png"))
         matrix = np.asarray(results[key]["faces"][0]["matrix"])
@@ -168,21 +167,6 @@ def test_a_missing_stage_is_named(tiny_run, tmp_path, missing):
 def test_not_a_run_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.yaml"):
         inference.predict(tmp_path, [], tmp_path / "out")
-
-
-def test_paste_back_keeps_rows_above_the_seam():
-    size, split = 64, 27
-    alpha = inference.paste_alpha(size, split, 4, 5)
-    assert np.all(alpha[: split - 2] == 0) and alpha[40, 32] == 1 and alpha[40, 0] < 0.2 and alpha[63, 32] < 0.2
-    photo = np.full((100, 120, 3), 50, np.uint8)
-    completed = np.full((size, size, 3), 200, np.uint8)
-    matrix = np.array([[0.8, 0.0, -10.0], [0.0, 0.8, -5.0]])  # photo -> aligned
-    out = inference.paste_back(photo, completed, matrix, alpha)
-    inv = invert_transform(matrix)
-    top = (inv @ np.array([32, 10, 1])).round().astype(int)
-    low = (inv @ np.array([32, 45, 1])).round().astype(int)
-    assert tuple(out[top[1], top[0]]) == (50, 50, 50)
-    assert tuple(out[low[1], low[0]]) == (200, 200, 200)
 
 
 def test_predict_config_is_validated():

@@ -15,7 +15,8 @@ import torch
 from antimask.data.sample import write_sample
 from antimask.data.store import open_store
 from antimask.inference import predict
-from antimask.training import STAGES, read_manifest, run_config
+from antimask.config import STAGES
+from antimask.runs import read_manifest, run_config
 from helpers import REPO
 
 FAST = ["stages.face_decoder.max_epochs=1", "stages.mask_decoder.max_epochs=1", "stages.encoder.max_epochs=1",
@@ -65,7 +66,7 @@ def test_rerun_after_the_schema_grew_skips_only_when_the_new_keys_keep_their_def
 
     from omegaconf import OmegaConf
 
-    from antimask.training import results_hash
+    from antimask.runs import results_hash
 
     run = tmp_path / "older"
     shutil.copytree(sample_run, run)
@@ -178,10 +179,47 @@ def test_improvements_reuse_the_paper_run_and_share_one_table(sample_run):
 
 def test_reuse_refuses_a_run_of_another_face_size(sample_run, tmp_path):
     from antimask.config import load_config
-    from antimask.training import ManifestError, reuse_stage
+    from antimask.runs import ManifestError, reuse_stage
 
     store = read_manifest(sample_run)["store"]
     cfg = load_config(REPO / "experiments" / "default.yaml", [f"data.store={store}", f"run.dir={tmp_path}",
                                                               "data.image_size=32"])
     with pytest.raises(ManifestError, match="data.image_size=64, this run 32"):
         reuse_stage(cfg, "encoder", sample_run)
+
+
+def test_a_run_trained_with_relative_paths_is_evaluated_and_used_from_any_folder(sample_run, tmp_path):
+    """`antimask train-all` run in a project folder records run.dir and data.store as given (relative);
+    `antimask evaluate` and `predict` of that run from another folder still find its store."""
+    import json
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    project = tmp_path / "project"
+    shutil.copytree(sample_run, project / "runs" / "default", ignore=shutil.ignore_patterns("reports"))
+    (project / "runs" / "store").symlink_to(Path(read_manifest(sample_run)["store"]).resolve())
+    run = project / "runs" / "default"
+    saved = OmegaConf.load(run / "config.yaml")
+    saved.run.dir, saved.data.store = "runs/default", "runs/store"  # as `train-all` run inside project/ writes them
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(saved))
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["store"] = "runs/store"
+    manifest.pop("workdir", None)  # a run folder written before the manifest recorded it
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    assert Path(run_config(run).data.store) == project / "runs" / "store"
+    proc = subprocess.run([sys.executable, "-m", "antimask", "evaluate", str(run), "eval.max_faces=4",
+                           "eval.bootstrap=0"], cwd=elsewhere, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "cross-dataset" not in proc.stdout and (run / "reports" / "test" / "report.md").is_file()
+    photos = write_sample(tmp_path / "photos", variants=2)
+    cwd = os.getcwd()
+    os.chdir(elsewhere)
+    try:
+        results = predict(run, [photos / "astronaut_original.png"], tmp_path / "out")
+    finally:
+        os.chdir(cwd)
+    assert all(r["status"] == "ok" for r in results.values())

@@ -17,7 +17,9 @@ import pytest
 import torch
 
 from antimask.config import load_config
-from antimask.training import STAGES, build_trainer, read_manifest
+from antimask.config import STAGES
+from antimask.runs import read_manifest
+from antimask.training import build_trainer
 from helpers import REPO, adult_utkface
 
 DEFAULT = REPO / "experiments" / "default.yaml"
@@ -50,13 +52,13 @@ def small_words(photos: Path, store: Path, run: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="session")
 def small_store(small_photos, tmp_path_factory) -> Path:
     """The store of small_photos (morphs, dlib features, 64 px cache), prepared once per session."""
-    from antimask.data.datamodule import FaceDataModule
+    from antimask.pipeline import is_prepared, prepare_data
 
     base = tmp_path_factory.getbasetemp()
     store = base / "scaleout_store"
-    dm = FaceDataModule(load_config(DEFAULT, small_words(small_photos, store, base / "scaleout_prep")))
-    if not dm.is_prepared():
-        dm.prepare_data()
+    cfg = load_config(DEFAULT, small_words(small_photos, store, base / "scaleout_prep"))
+    if not is_prepared(cfg):
+        prepare_data(cfg)
     return store
 
 

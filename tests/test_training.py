@@ -12,7 +12,8 @@ import torch
 
 from antimask.config import load_config
 from antimask.data.store import open_store
-from antimask.training import ManifestError, read_manifest, stage_checkpoint, train_stage
+from antimask.pipeline import train_stage
+from antimask.runs import ManifestError, read_manifest, stage_checkpoint
 from helpers import REPO, adult_utkface
 
 STAGES = ("face_decoder", "mask_decoder", "encoder")
@@ -29,10 +30,10 @@ def utk_photos(utkface_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def utk_store(utk_photos, tmp_path_factory) -> Path:
     """A store of ~120 real faces with morphs and dlib features, prepared once for the session."""
-    from antimask.data.datamodule import FaceDataModule
+    from antimask.pipeline import prepare_data
 
     store = tmp_path_factory.mktemp("utk_store")
-    FaceDataModule(_cfg(utk_photos, store, tmp_path_factory.mktemp("run"))).prepare_data()
+    prepare_data(_cfg(utk_photos, store, tmp_path_factory.mktemp("run")))
     return store
 
 

@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 
 from antimask.config import load_config
-from antimask.training import loggers, train_stage
+from antimask.pipeline import train_stage
+from antimask.training import loggers
 from test_scaleout import DEFAULT, small_photos, small_store, small_words  # noqa: F401  (session fixtures)
 
 

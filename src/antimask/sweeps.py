@@ -8,12 +8,19 @@ train-all in ``<base>/<point name>``, and the points are gathered into one resul
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from pathlib import Path
 from typing import Any, Optional
 
-from antimask.config import ConfigError
+import numpy as np
+import yaml
+
+from antimask.config import STAGES, ConfigError, load_config
+from antimask.evaluation.evaluate import combine_tables
 from antimask.files import atomic_write_csv, atomic_write_text
+from antimask.pipeline import train_all
+from antimask.runs import read_manifest
 
 SEARCHES = ("grid", "random", "bayes")
 DEFAULT_RANDOM_RUNS = 8  # points a random/bayes sweep draws locally without --max-runs or run_cap
@@ -24,8 +31,6 @@ class SweepError(ConfigError):
 
 
 def load_sweep(path: str | Path) -> dict:
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: sweep file not found")
@@ -88,8 +93,6 @@ def sweep_points(sweep: dict, max_runs: Optional[int] = None, seed: int = 0) -> 
         grid = [[spec["value"]] if "value" in spec else list(spec["values"]) for spec in params.values()]
         points = [dict(zip(params, combo)) for combo in itertools.product(*grid)]
         return points[:max_runs] if max_runs else points
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     n = max_runs or sweep.get("run_cap") or DEFAULT_RANDOM_RUNS
     return [{key: _sample(spec, rng) for key, spec in params.items()} for _ in range(n)]
@@ -130,10 +133,6 @@ def point_overrides(point: dict[str, Any]) -> list[str]:
 
 
 def _row(name: str, point: dict, folder: Path, split: str) -> dict[str, Any]:
-    import json
-
-    from antimask.training import STAGES, read_manifest
-
     row: dict[str, Any] = {"point": name, **{k: override_value(v) for k, v in point.items()}}
     stages = read_manifest(folder).get("stages", {})
     for stage in STAGES:
@@ -171,10 +170,6 @@ def run_local(sweep_file: str | Path, base: Optional[str | Path] = None, overrid
     Points already trained are skipped by train-all itself (their manifest says done), so a stopped
     sweep restarts where it stopped.
     """
-    from antimask.config import load_config
-    from antimask.evaluation.evaluate import combine_tables
-    from antimask.training import train_all
-
     sweep_file = Path(sweep_file)
     sweep = load_sweep(sweep_file)
     config, fixed = command_config(sweep, sweep_file.resolve().parents[2])

@@ -12,6 +12,7 @@ import torch
 from antimask.faces import dlib_models
 from antimask.backbones import cached_features, create_backbone
 from antimask.faces.align import align_face
+from antimask.faces.images import to_float
 from antimask.data.store import Table, open_store, write_group
 
 from helpers import adult_utkface
@@ -42,10 +43,6 @@ def aligned_faces(folder, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.stack(faces), np.stack(marks), np.stack(refs)
 
 
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-
-
 @pytest.fixture(scope="module")
 def faces(utkface_dir):
     return aligned_faces(utkface_dir, 4)
@@ -57,7 +54,7 @@ def dlib_backbone():
 
 
 def test_descriptor_is_128d_unitish_and_frozen(faces, dlib_backbone):
-    out = dlib_backbone(to_tensor(faces[0]))
+    out = dlib_backbone(to_float(faces[0]))
     assert out.shape == (4, 128) and out.dtype == torch.float32 and not out.requires_grad
     norms = out.norm(dim=1)
     assert ((norms > 0.8) & (norms < 2.0)).all(), norms  # dlib's own descriptors have norms of 1.2-1.6
@@ -68,7 +65,7 @@ def test_descriptor_is_128d_unitish_and_frozen(faces, dlib_backbone):
 
 def test_template_landmarks_match_dlibs_own_pipeline(faces, dlib_backbone):
     """The template stands in for each face's landmarks: the result stays near dlib's usual descriptor."""
-    ours = dlib_backbone(to_tensor(faces[0])).numpy()
+    ours = dlib_backbone(to_float(faces[0])).numpy()
     gap = np.linalg.norm(ours - faces[2], axis=1)
     assert (gap < 0.3).all(), gap
     others = np.linalg.norm(ours[:, None] - faces[2][None], axis=2) + np.eye(len(ours)) * 1e9
@@ -76,7 +73,7 @@ def test_template_landmarks_match_dlibs_own_pipeline(faces, dlib_backbone):
 
 
 def test_flipped_face_is_closer_than_another_person(faces, dlib_backbone):
-    x = to_tensor(faces[0])
+    x = to_float(faces[0])
     f, flipped = dlib_backbone(x), dlib_backbone(x.flip(-1))
     same = (f - flipped).norm(dim=1)
     others = torch.cdist(f, f) + torch.eye(len(f)) * 1e9
@@ -85,14 +82,14 @@ def test_flipped_face_is_closer_than_another_person(faces, dlib_backbone):
 
 
 def test_batched_equals_one_by_one(faces, dlib_backbone):
-    x = to_tensor(faces[0])
+    x = to_float(faces[0])
     batched = dlib_backbone(x)
     single = torch.cat([dlib_backbone(x[i:i + 1]) for i in range(len(x))])
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
 
 
 def test_other_sizes_are_resized_to_224(faces, dlib_backbone):
-    x = to_tensor(faces[0][:2])
+    x = to_float(faces[0][:2])
     small = torch.nn.functional.interpolate(x, size=160, mode="bilinear", antialias=True)
     assert dlib_backbone.preprocess(small).shape == (2, 3, 224, 224)
     assert ((dlib_backbone(small) - dlib_backbone(x)).norm(dim=1) < 0.25).all()
@@ -104,4 +101,4 @@ def test_cache_of_a_real_store_equals_the_backbone(faces, dlib_backbone, tmp_pat
     write_group(tmp_path, images, marks, table, {})
     store = open_store(tmp_path)
     cached = cached_features(store, dlib_backbone, batch_size=3, progress=False)
-    np.testing.assert_allclose(cached, dlib_backbone(to_tensor(images)).numpy(), atol=1e-6)
+    np.testing.assert_allclose(cached, dlib_backbone(to_float(images)).numpy(), atol=1e-6)

@@ -12,7 +12,9 @@ import torch
 from real_faces import detect_landmarks
 from antimask.config import load_config, split_row_for
 from antimask.faces.align import LOWER_POINTS
-from antimask.data.datamodule import FaceDataModule, cache_path
+from antimask.data.datamodule import FaceDataModule
+from antimask.data.resized import cache_path
+from antimask.pipeline import prepare_data
 from antimask.data.store import StoreError
 
 
@@ -24,8 +26,8 @@ def _cfg(root, size, **data):
 
 
 def _module(cfg, stage=None):
+    prepare_data(cfg)
     dm = FaceDataModule(cfg, stage=stage)
-    dm.prepare_data()
     dm.setup("fit")
     return dm
 
@@ -157,6 +159,7 @@ class RowRecorder(pl.LightningModule):
 
 def test_ddp_ranks_read_disjoint_shards(store_root, tmp_path):
     cfg = _cfg(store_root, 64, batch_size=4)
+    prepare_data(cfg)  # the datamodule opens a prepared store; it prepares nothing itself
     trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          limit_val_batches=0)

@@ -199,3 +199,14 @@ def test_killed_prepare_resumes_to_the_same_store(utkface_dir, tmp_path):
     for column in ("source", "sha1", "identity", "split", "detector"):
         assert list(a.meta[column]) == list(b.meta[column])
     assert (killed / "rejected.csv").read_text() == (whole / "rejected.csv").read_text()
+
+
+def test_finder_keys_added_later_keep_the_parts_of_existing_stores():
+    """Stores written before the face finder's keys were shared with predict keep their parts folder; a
+    finder key changed from its default gives new parts."""
+    from antimask.data.prepare import _options_digest, _photo_options
+
+    assert _options_digest(_photo_options(load_config())) == "f8b566947c75"
+    for override in ("prepare.crop_refine=1", "prepare.crop_min_skin=0.2", "prepare.align_points=upper",
+                     "prepare.cnn_max_side=400", "prepare.skin_cr_min=120"):
+        assert _options_digest(_photo_options(load_config(None, [override]))) != "f8b566947c75", override

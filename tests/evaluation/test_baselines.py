@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from antimask.config import load_config, split_row_for
-from antimask.evaluation.baselines import (BASELINES, NearestNeighbour, create_baseline, feather, list_baselines,
-                                           match_seam_colour)
+from antimask.evaluation.baselines import BASELINES, NearestNeighbour, create_baseline, list_baselines
 
 ROW = split_row_for(64)
 
@@ -70,24 +69,3 @@ def test_registry_and_errors():
     assert create_baseline("telea", load_config(overrides=["eval.inpaint_radius=9"]).eval).radius == 9
 
 
-def test_match_seam_colour_shifts_the_lower_band_mean():
-    real = np.full((1, 16, 16, 3), 100, np.uint8)
-    drawn = np.full((1, 16, 16, 3), 60, np.uint8)
-    drawn[:, :8] = 7
-    drawn[:, 8:, :, 1] = 90
-    out = match_seam_colour(drawn, real, split_row=8, rows=2)
-    assert np.array_equal(out[:, :8], drawn[:, :8])
-    assert (out[:, 8:] == 100).all()  # 60 -> 100 and 90 -> 100, per channel
-    assert np.array_equal(match_seam_colour(drawn, real, 8, rows=0), drawn)
-    f = match_seam_colour(drawn / 255.0, real, 8, rows=2)  # float drawn, uint8 real
-    assert f[0, 12, 0, 0] == pytest.approx(100 / 255)
-
-
-def test_feather_keeps_the_upper_source_and_ramps_below_the_seam():
-    up = np.full((1, 10, 4, 3), 200, np.uint8)
-    low = np.zeros((1, 10, 4, 3), np.uint8)
-    out = feather(up, low, split_row=4, width=3)
-    assert np.array_equal(out[:, :4], up[:, :4])
-    assert list(out[0, 4:8, 0, 0]) == [150, 100, 50, 0]
-    assert (out[:, 7:] == 0).all()
-    assert np.array_equal(feather(up, low, 4, 0)[:, 4:], low[:, 4:])

@@ -15,8 +15,10 @@ from antimask.evaluation.baselines import BASELINES
 from antimask.evaluation.evaluate import EvaluationError, combine_tables, evaluate_run
 from antimask.evaluation.metrics import l1
 from antimask.evaluation.report import METRICS
-from antimask.models.antimask import seam_weights
-from antimask.training import ManifestError, STAGES, train_stage
+from antimask.faces.compositing import seam_weights
+from antimask.config import STAGES
+from antimask.pipeline import train_stage
+from antimask.runs import ManifestError
 from helpers import adult_utkface
 
 from real_faces import align_photos, write_store

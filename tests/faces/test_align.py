@@ -3,16 +3,18 @@
 import numpy as np
 import pytest
 
-from antimask.faces import align, detect
+from antimask.config import load_config
+from antimask.faces import align, finder
 from antimask.data.sample import portraits
 
 
 @pytest.mark.parametrize("name", ["astronaut", "grace_hopper"])
 def test_packaged_portraits_align_onto_the_template(name):
     image = portraits()[name]
-    faces = detect.detect_faces(image, pad=0.25, upsample=1, cnn_fallback=True, max_side=1024)
+    opts = load_config().prepare
+    faces = finder.run_detector(image, "hog", opts) or finder.run_detector(image, "cnn", opts)
     assert faces, f"no face found in {name}"
-    points = detect.landmarks_68(image, faces[0][0])
+    points = finder.landmarks_68(image, faces[0].box)
     aligned, pts, _, residual = align.align_face(image, points, 224)
     assert aligned.shape == (224, 224, 3) and aligned.dtype == np.uint8
     err = np.linalg.norm(pts - align.template(224), axis=1)

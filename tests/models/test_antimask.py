@@ -6,25 +6,18 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from antimask.models import AntiMask, EncoderDistillModule, MaskDecoderModule, StageMismatchError, seam_weights
+from antimask.models import AntiMask, EncoderDistillModule, MaskDecoderModule, StageMismatchError
+from helpers import build_module
 
 SIZE, ROW = 64, 27
 
 
 def _model(full_face: bool = False, seam: int = 4, features: int = 16) -> AntiMask:
     torch.manual_seed(0)
-    enc = EncoderDistillModule(features, SIZE, ROW, encoder_width=8)
-    dec = MaskDecoderModule(features, SIZE, ROW, shared_dim=32, decoder_channels=32, decoder_upsamplings=3,
-                            full_face=full_face)
+    enc = build_module(EncoderDistillModule, features, SIZE, ROW, encoder_width=8)
+    dec = build_module(MaskDecoderModule, features, SIZE, ROW, shared_dim=32, decoder_channels=32,
+                       decoder_upsamplings=3, full_face=full_face)
     return AntiMask(enc.encoder, dec.decoder, SIZE, ROW, seam)
-
-
-def test_seam_weights_ramp():
-    w = seam_weights(SIZE, ROW, 4)
-    assert torch.all(w[: ROW - 2] == 0) and torch.all(w[ROW + 2:] == 1)
-    assert torch.all(torch.diff(w) >= 0) and 0 < w[ROW - 1] < 0.5 < w[ROW] < 1
-    hard = seam_weights(SIZE, ROW, 0)
-    assert hard[:ROW].sum() == 0 and torch.all(hard[ROW:] == 1)
 
 
 @pytest.mark.parametrize("full_face", [False, True])
@@ -69,9 +62,9 @@ def _ckpt(module, path, tmp_path):
 
 def test_from_checkpoints(tmp_path):
     ref = _model(seam=2)
-    enc = EncoderDistillModule(16, SIZE, ROW, encoder_width=8)
+    enc = build_module(EncoderDistillModule, 16, SIZE, ROW, encoder_width=8)
     enc.encoder.load_state_dict(ref.encoder.state_dict())
-    dec = MaskDecoderModule(16, SIZE, ROW, shared_dim=32, decoder_channels=32, decoder_upsamplings=3)
+    dec = build_module(MaskDecoderModule, 16, SIZE, ROW, shared_dim=32, decoder_channels=32, decoder_upsamplings=3)
     dec.decoder.load_state_dict(ref.decoder.state_dict())
     e, d = _ckpt(enc, tmp_path / "enc.ckpt", tmp_path), _ckpt(dec, tmp_path / "dec.ckpt", tmp_path)
     model = AntiMask.from_checkpoints(e, d, seam_width=2)
@@ -80,6 +73,7 @@ def test_from_checkpoints(tmp_path):
         assert torch.allclose(model(face), ref(face), atol=1e-6)
     with pytest.raises(StageMismatchError, match="is a mask_decoder checkpoint, expected encoder"):
         AntiMask.from_checkpoints(d, e)
-    other = _ckpt(MaskDecoderModule(32, SIZE, ROW, 32, 32, 3), tmp_path / "dec32.ckpt", tmp_path)
+    other = _ckpt(build_module(MaskDecoderModule, 32, SIZE, ROW, shared_dim=32, decoder_channels=32,
+                               decoder_upsamplings=3), tmp_path / "dec32.ckpt", tmp_path)
     with pytest.raises(StageMismatchError, match="feature size 32, the backbone gives 16"):
         AntiMask.from_checkpoints(e, other)

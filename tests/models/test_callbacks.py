@@ -9,6 +9,7 @@ from PIL import Image
 from pytorch_lightning.loggers import WandbLogger
 
 from antimask.models import EncoderDistillModule, ImageGridCallback, MaskDecoderModule, render_grid
+from helpers import build_module
 
 
 class RecordingWandb(WandbLogger):
@@ -52,7 +53,7 @@ def test_render_grid_layout():
 
 
 def test_callback_writes_uint8_png(synthetic, trainer_kwargs, tmp_path):
-    module = MaskDecoderModule(16, 64, 27, shared_dim=32, decoder_channels=32, decoder_upsamplings=3)
+    module = build_module(MaskDecoderModule, 16, 64, 27, shared_dim=32, decoder_channels=32, decoder_upsamplings=3)
     callback = ImageGridCallback(every_n_epochs=2, max_faces=4)
     wandb = RecordingWandb()
     kwargs = {**trainer_kwargs, "logger": wandb}
@@ -71,5 +72,5 @@ def test_callback_skips_encoder_stage(synthetic, trainer_kwargs, tmp_path):
     callback = ImageGridCallback(folder=tmp_path / "img")
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, callbacks=[callback],
                          **trainer_kwargs)
-    trainer.fit(EncoderDistillModule(16, 64, 27, encoder_width=8), synthetic(16), synthetic(16))
+    trainer.fit(build_module(EncoderDistillModule, 16, 64, 27, encoder_width=8), synthetic(16), synthetic(16))
     assert callback.saved == [] and not (tmp_path / "img").exists()

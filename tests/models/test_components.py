@@ -24,8 +24,8 @@ def test_decoder_output_shapes(size, part):
 
 def test_paper_grid_sizes():
     # the paper's 14x14x256 grid for the whole 224 face; the 128-row lower band starts at 8x14
-    assert TextureDecoder(1000, 224, 224).grid == (14, 14)
-    assert TextureDecoder(1000, 128, 224).grid == (8, 14)
+    assert TextureDecoder(1000, 224, 224, channels=256, upsamplings=4).grid == (14, 14)
+    assert TextureDecoder(1000, 128, 224, channels=256, upsamplings=4).grid == (8, 14)
     assert start_grid(37, 64, 4) == (3, 4)
 
 
@@ -46,7 +46,7 @@ def test_encoder_output_dims(arch, size):
 
 def test_encoder_rejects_unknown_arch():
     with pytest.raises(ValueError, match="unknown encoder"):
-        UpperEncoder(128, "resnet")
+        UpperEncoder(128, "resnet", width=8)
 
 
 def test_encoder_local_weights(tmp_path):

@@ -90,19 +90,19 @@ def test_perceptual_loss_maps_flattened_module_names(tmp_path):
 
 def test_perceptual_loss_needs_a_weights_file(tmp_path):
     with pytest.raises(ValueError, match=r"model\.perceptual_weights .* local weights file"):
-        PerceptualLoss("resnet18", weights=None)
+        PerceptualLoss("resnet18", weights=None, stages=3)
     missing = tmp_path / "absent.safetensors"
     with pytest.raises(FileNotFoundError, match=str(missing)):
-        PerceptualLoss("resnet18", weights=missing)
+        PerceptualLoss("resnet18", weights=missing, stages=3)
 
 
 def test_perceptual_loss_names_the_file_and_first_mismatching_key(resnet18, tmp_path):
     with pytest.raises(ValueError) as err:
-        PerceptualLoss("resnet34", weights=resnet18[1])
+        PerceptualLoss("resnet34", weights=resnet18[1], stages=3)
     assert str(resnet18[1]) in str(err.value) and "missing key layer1.2.conv1.weight" in str(err.value)
     state = resnet18[0].state_dict()
     state["layer1.0.conv1.weight"] = torch.zeros(1)
     bad = tmp_path / "bad.pth"
     torch.save(state, bad)
     with pytest.raises(ValueError, match=rf"{bad}: .*layer1\.0\.conv1\.weight is \(1,\), expected \(64, 64, 3, 3\)"):
-        PerceptualLoss("resnet18", weights=bad)
+        PerceptualLoss("resnet18", weights=bad, stages=3)

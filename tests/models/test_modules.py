@@ -9,6 +9,7 @@ import torch
 from antimask.faces.align import LOWER_POINTS
 from antimask.models import (EncoderDistillModule, FaceDecoderModule, MaskDecoderModule, StageMismatchError,
                              load_stage)
+from helpers import build_module
 
 FEATURES = 16
 MODULES = {"face_decoder": FaceDecoderModule, "mask_decoder": MaskDecoderModule, "encoder": EncoderDistillModule}
@@ -166,7 +167,8 @@ def test_init_from_face_decoder_copies_weights(small_cfg, synthetic, trainer_kwa
     x = torch.randn(3, FEATURES)
     assert torch.allclose(mask.decoder.draw(x)[:, :, 8:], face.decoder.draw(x)[:, :, 40:], atol=1e-6)
     # without a grid-aligned split row the FC is skipped, the rest still copied
-    copied = MaskDecoderModule(FEATURES, 64, 27, 64, 32, 2).init_from_face_decoder(face)
+    copied = build_module(MaskDecoderModule, FEATURES, 64, 27, shared_dim=64, decoder_channels=32,
+                          decoder_upsamplings=2).init_from_face_decoder(face)
     assert "shared.fc.weight" in copied and "texture.fc.weight" not in copied
 
 
@@ -184,3 +186,57 @@ def test_no_shared_layer_when_shared_dim_is_zero(small_cfg):
     module = build("mask_decoder", small_cfg, "model.shared_dim=0")
     assert module.decoder.shared is None
     assert module.decoder.texture.fc.in_features == FEATURES
+
+
+@pytest.mark.parametrize("stage", list(MODULES))
+def test_constructors_take_every_tunable_from_the_caller(stage):
+    """No defaults to drift from the schema: only the stage name (a constant) may be left out."""
+    import inspect
+
+    params = inspect.signature(MODULES[stage]).parameters
+    assert [n for n, p in params.items() if p.default is not inspect.Parameter.empty] == ["stage"]
+    with pytest.raises(TypeError, match="missing"):
+        MODULES[stage](FEATURES, 64, 27)
+
+
+def test_from_config_threads_the_discriminator_perceptual_and_adam_settings(small_cfg):
+    module = build("mask_decoder", small_cfg, "model.adversarial_weight=1", "model.discriminator_width=8",
+                   "model.discriminator_layers=2", "model.adversarial_betas=[0.4,0.99]", "model.perceptual_stages=2",
+                   "stages.mask_decoder.betas=[0.8,0.9]")
+    convs = [m for m in module.discriminator.net if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 16, 1]  # two stride-2 layers of width 8, 16, then the logits
+    assert module.hparams.perceptual_stages == 2
+    gen, disc = module.configure_optimizers()[0]
+    assert gen.defaults["betas"] == disc.defaults["betas"] == (0.4, 0.99)
+    plain = build("mask_decoder", small_cfg, "stages.mask_decoder.betas=[0.8,0.9]")
+    assert plain.configure_optimizers().defaults["betas"] == (0.8, 0.9)
+    assert build("encoder", small_cfg).configure_optimizers().defaults["betas"] == (0.9, 0.999)  # torch's own
+
+
+def test_direct_construction_breaks_the_same_decoder_rules_as_the_config(small_cfg):
+    from antimask.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model\.decoder.*full_face needs model\.decoder=paper"):
+        small_cfg("model.decoder=appearance", "model.full_face=true")
+    with pytest.raises(ValueError, match=r"decoder: .*full_face needs model\.decoder=paper"):
+        build_module(MaskDecoderModule, FEATURES, 64, 27, decoder="appearance", full_face=True)
+    with pytest.raises(ValueError, match="landmark_warp: needs the lower-face landmark head"):
+        build_module(MaskDecoderModule, FEATURES, 64, 27, landmark_warp=True, use_landmarks=False)
+
+
+@pytest.mark.parametrize("stage", list(MODULES))
+def test_a_checkpoint_saved_before_the_new_hparams_still_loads(stage, small_cfg, tmp_path):
+    """Checkpoints from before beta1/beta2, the discriminator and perceptual keys existed get the schema's defaults."""
+    module = build(stage, small_cfg, "model.adversarial_weight=1" if stage == "mask_decoder" else "data.flip=false")
+    new = {"beta1", "beta2", "perceptual_stages", "discriminator_width", "discriminator_layers",
+           "adversarial_beta1", "adversarial_beta2"}
+    old = {k: v for k, v in module.hparams.items() if k not in new}
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": old}, path)
+    loaded = load_stage(path, stage, FEATURES)
+    assert (loaded.hparams.beta1, loaded.hparams.beta2) == (0.9, 0.999)
+    if stage == "mask_decoder":
+        assert (loaded.hparams.discriminator_width, loaded.hparams.discriminator_layers) == (32, 3)
+        assert (loaded.hparams.adversarial_beta1, loaded.hparams.perceptual_stages) == (0.5, 3)
+    for name, value in module.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name

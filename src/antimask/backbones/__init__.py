@@ -7,6 +7,7 @@ from antimask.backbones.cache import (
     feature_key,
     features_dir,
     load_cached_features,
+    teacher_features,
 )
 from antimask.backbones.registry import (
     BackboneError,
@@ -21,5 +22,5 @@ from antimask.backbones.registry import (
 __all__ = [
     "BackboneError", "FeatureCacheError", "FrozenBackbone", "WeightsError", "backbone_from_config",
     "cached_features", "create_backbone", "feature_description", "feature_key", "features_dir", "list_backbones",
-    "load_cached_features", "register_backbone",
+    "load_cached_features", "register_backbone", "teacher_features",
 ]

@@ -14,19 +14,23 @@ import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
+from antimask.backbones.registry import backbone_from_config
+from antimask.errors import AntimaskError
+from antimask.faces.images import to_float
 from antimask.files import atomic_write_json, read_json
 
 CACHE_VERSION = 1
 CHECK_ROWS = 4096  # rows per block when scanning a cache for NaN/inf
 
 
-class FeatureCacheError(RuntimeError):
+class FeatureCacheError(AntimaskError, RuntimeError):
     """A feature cache that is unreadable, of the wrong shape, or holds NaN/inf."""
 
 
@@ -83,9 +87,11 @@ def load_cached_features(store, key: str) -> np.ndarray:
     return array
 
 
-def _faces(store, start: int, stop: int, device: torch.device) -> torch.Tensor:
-    images = np.ascontiguousarray(store.images[start:stop])
-    return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+def teacher_features(cfg, store) -> Optional[np.ndarray]:
+    """The cached features of ``cfg.backbone`` for every row of ``store``; None when not computed yet
+    (``antimask.pipeline.prepare_data`` computes them; a stage that needs them says so)."""
+    key = feature_key(store, backbone_from_config(cfg))
+    return load_cached_features(store, key) if (features_dir(store) / f"{key}.npy").exists() else None
 
 
 def _open_partial(partial: Path, progress: Path, desc: dict, shape: tuple[int, int]) -> tuple[np.ndarray, int]:
@@ -155,7 +161,7 @@ def _compute(store, backbone, key: str, desc: dict, batch_size: int, progress: b
         for start in range(done, n, batch_size):
             stop = min(start + batch_size, n)
             with torch.no_grad():
-                out = backbone(_faces(store, start, stop, device)).float().cpu().numpy()
+                out = backbone(to_float(store.images[start:stop], device)).float().cpu().numpy()
             if out.shape != (stop - start, dim):
                 raise FeatureCacheError(f"backbone {backbone.name} returned {out.shape} for rows {start}..{stop - 1}, "
                                         f"expected ({stop - start}, {dim})")

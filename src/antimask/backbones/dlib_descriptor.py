@@ -14,15 +14,9 @@ import numpy as np
 import torch
 
 from antimask.faces import dlib_models
-from antimask.backbones.registry import FrozenBackbone, WeightsError, file_sha256, register_backbone
+from antimask.backbones.base import FrozenBackbone, WeightsError, file_sha256, register_backbone
 from antimask.faces.align import template
-
-
-@functools.lru_cache(maxsize=None)
-def _model(path: str):
-    import dlib
-
-    return dlib.face_recognition_model_v1(path)
+from antimask.faces.images import to_uint8
 
 
 @functools.lru_cache(maxsize=None)
@@ -54,10 +48,6 @@ class DlibDescriptor(FrozenBackbone):
     def options(self) -> dict:
         return {"size": self.input_size, "num_jitters": self.num_jitters}
 
-    def to_uint8(self, x: torch.Tensor) -> list[np.ndarray]:
-        images = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        return [np.ascontiguousarray(img) for img in images]
-
     def describe(self, images: list[np.ndarray]) -> np.ndarray:
         """uint8 (H, W, 3) RGB aligned faces at ``input_size`` -> (B, 128) float32, in one batched dlib call."""
         import dlib
@@ -70,11 +60,11 @@ class DlibDescriptor(FrozenBackbone):
             dets = dlib.full_object_detections()
             dets.append(shape)
             faces.append(dets)
-        out = _model(self.path).compute_face_descriptor(images, faces, self.num_jitters)
+        out = dlib_models.face_descriptor(self.path).compute_face_descriptor(images, faces, self.num_jitters)
         return np.array([np.asarray(d[0]) for d in out], dtype=np.float32)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.describe(self.to_uint8(x))).to(x.device)
+        return torch.from_numpy(self.describe(list(to_uint8(x)))).to(x.device)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:

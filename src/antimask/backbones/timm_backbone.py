@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 
 from antimask import files
-from antimask.backbones.registry import FrozenBackbone, WeightsError, file_sha256
+from antimask.backbones.base import FrozenBackbone, WeightsError, file_sha256
 
 HF_FILES = ("model.safetensors", "pytorch_model.bin")
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from antimask import files
-from antimask.backbones.registry import (
+from antimask.backbones.base import (
     FrozenBackbone,
     WeightsError,
     file_sha256,

@@ -25,61 +25,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from antimask.config import split_row_for
 from antimask.faces.align import FLIP_PERMUTATION, LOWER_POINTS
+from antimask.faces.images import to_float
+from antimask.data.resized import cache_path, cache_valid
 from antimask.data.store import RowArray, Store, StoreError, open_store, rebuild_hint
-from antimask.files import atomic_write_json, read_json
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-
-def cache_path(root: Path, size: int) -> Path:
-    return Path(root) / "cache" / f"images_{size}.npy"
-
-
-def _cache_valid(store: Store, size: int) -> bool:
-    path = cache_path(store.root, size)
-    info = path.with_suffix(".json")
-    if not (path.exists() and info.exists()):
-        return False
-    if read_json(info).get("store_digest") != store.digest:
-        return False
-    try:
-        return np.load(path, mmap_mode="r").shape == (len(store), size, size, 3)
-    except (OSError, ValueError):
-        return False
-
-
-def build_resized_cache(store: Store, size: int, progress: bool = True) -> Optional[Path]:
-    """Resize every face (photos and morphs) to size once (INTER_AREA), so loading does no resizing.
-
-    Written through a memory map beside the target and renamed into place; the .json beside it names
-    the store digest it was made from, so a changed store gets a fresh cache. None at the stored size.
-    """
-    import cv2
-
-    if size == store.image_size:
-        return None
-    path = cache_path(store.root, size)
-    if _cache_valid(store, size):
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(store), size, size, 3))
-        rows = range(len(store))
-        if progress:
-            from tqdm.auto import tqdm
-
-            rows = tqdm(rows, desc=f"resize to {size}", unit="face")
-        for row in rows:
-            out[row] = cv2.resize(np.asarray(store.images[row]), (size, size), interpolation=cv2.INTER_AREA)
-        out.flush()
-        del out
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    atomic_write_json(path.with_suffix(".json"), {"store_digest": store.digest, "size": size})
-    return path
 
 
 def photometric_transform(cfg: DictConfig):
@@ -150,9 +100,7 @@ class FaceDataset(Dataset):
         if self.photometric is not None:
             self._seed_photometric()
             image = self.photometric(image=np.ascontiguousarray(image))["image"]
-        # numpy, single-threaded: torch's threaded float() of a strided tensor is far slower in a loader
-        chw = np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1))
-        face = torch.from_numpy(np.divide(chw, np.float32(255.0), dtype=np.float32))
+        face = to_float(image)  # on the CPU: the single-threaded numpy path a loader needs
         lmk = torch.from_numpy(lmk / self.size)
         item = {
             "face": face,
@@ -178,12 +126,14 @@ class FaceDataset(Dataset):
 
 
 class FaceDataModule(pl.LightningDataModule):
-    """Store -> datasets -> loaders for every stage; ``FaceDataModule(cfg)`` with the full config."""
+    """A prepared store -> datasets -> loaders for every stage; ``FaceDataModule(cfg)`` with the full config.
 
-    def __init__(self, cfg: DictConfig, features: Optional[np.ndarray] = None, load_features: bool = True,
-                 stage: Optional[str] = None):
+    It only opens what ``antimask.pipeline.prepare_data`` made (store, morphs, resized cache); the teacher
+    features are handed in (``features=`` or ``attach_features``) by whoever knows the backbone.
+    """
+
+    def __init__(self, cfg: DictConfig, features: Optional[np.ndarray] = None, stage: Optional[str] = None):
         super().__init__()
-        self.load_features = load_features
         # data.photometric is for the encoder (distillation) stage: for a decoder it would jitter the target
         # faces away from the teacher features that describe them. stage=None (a bare datamodule) applies it.
         self.photometric = bool(cfg.data.photometric) and stage in (None, "encoder")
@@ -199,53 +149,19 @@ class FaceDataModule(pl.LightningDataModule):
     def use_morphs(self) -> bool:
         return bool(self.cfg.data.use_morphs and self.cfg.augment.enabled)
 
-    def prepare_data(self) -> None:
-        """Rank 0 only: prepare the store (the embedded sample when no sources are given and no store
-        exists), add morphs, cache the backbone's features, build the resized image cache."""
-        sources = list(self.cfg.data.sources)
-        if sources or not (self.root / "header.json").exists():
-            from antimask.data.prepare import prepare_store, sample_sources
-
-            prepare_store(sources or sample_sources(self.root.parent / "sample_photos"), self.root, self.cfg)
-        if self.use_morphs:
-            from antimask.data.augment import augment_store
-
-            augment_store(self.root, self.cfg)
-        store = open_store(self.root)
-        from antimask.backbones import backbone_from_config, cached_features
-
-        cached_features(store, backbone_from_config(self.cfg), batch_size=int(self.cfg.backbone.batch_size))
-        build_resized_cache(store, self.size)
-
-    def is_prepared(self) -> bool:
-        """Whether prepare_data has finished (for ranks that must wait for rank 0 before setup)."""
-        try:
-            store = open_store(self.root)
-        except StoreError:
-            return False
-        if self.use_morphs and not store.num_morphs:
-            return False
-        return self.size == store.image_size or _cache_valid(store, self.size)
-
     def setup(self, stage: Optional[str] = None) -> None:
-        """Every rank: open the store read-only (memory-mapped) and its feature cache; nothing is written."""
+        """Every rank: open the store read-only (memory-mapped); nothing is written."""
         if self.store is not None:
             return
         store = open_store(self.root)
         if self.size > store.image_size:
             raise StoreError(f"{self.root}: data.image_size={self.size} is larger than the stored "
                              f"{store.image_size} px; {rebuild_hint(self.root)} with a larger prepare.image_size")
-        if self.size != store.image_size and not _cache_valid(store, self.size):
+        if self.size != store.image_size and not cache_valid(store, self.size):
             raise StoreError(f"{cache_path(self.root, self.size)}: the {self.size} px image cache is missing or "
-                             f"stale; run FaceDataModule.prepare_data() (the Trainer does) to build it")
+                             f"stale; `antimask train-all` (antimask.pipeline.prepare_data) builds it")
         self.store = store
         self._identities = np.unique(store.meta["identity"], return_inverse=True)[1].astype(np.int64)
-        if self.features is None and self.load_features:
-            from antimask.backbones import backbone_from_config, features_dir, feature_key, load_cached_features
-
-            key = feature_key(store, backbone_from_config(self.cfg))
-            if (features_dir(store) / f"{key}.npy").exists():  # else a stage that needs them says so
-                self.features = load_cached_features(store, key)
         if self.features is not None:
             self.attach_features(self.features)
 
@@ -253,7 +169,7 @@ class FaceDataModule(pl.LightningDataModule):
     def feature_dim(self) -> int:
         if self.features is None:
             raise RuntimeError(f"{self.root}: no cached '{self.cfg.backbone.name}' features for this store; "
-                               "FaceDataModule.prepare_data() computes them")
+                               "`antimask train-all` (antimask.pipeline.prepare_data) computes them")
         return int(self.features.shape[1])
 
     def attach_features(self, features: np.ndarray) -> None:

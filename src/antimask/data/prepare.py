@@ -15,7 +15,7 @@ import multiprocessing as mp
 import os
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -23,14 +23,18 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from antimask.faces import dlib_models
-from antimask.faces import align, detect
+from antimask.config import FaceFinderConfig, PrepareConfig, split_row_for
 from antimask.data.store import SPLITS, Table, read_table, write_group
+from antimask.faces import finder
+from antimask.faces.photos import Rejected, find_images, load_rgb
 from antimask.files import atomic_path, atomic_write_json, read_json
 
 # Options that change what prepare writes for a photo; parts made with other values are not reused.
 _PHOTO_OPTIONS = ("image_size", "pad", "upsample", "cnn_fallback", "crop_fallback", "crop_max_aspect", "keep",
                   "min_face", "max_yaw", "max_residual", "max_pixels", "detect_max_side")
+# The face finder's other keys came after the first stores were written: they join the digest only when
+# they differ from their defaults (which behave as prepare did before them), so those stores' parts are reused.
+_FINDER_OPTIONS = tuple(f.name for f in fields(FaceFinderConfig) if f.name not in _PHOTO_OPTIONS)
 
 
 @dataclass
@@ -49,40 +53,21 @@ def _sha1(path: Path) -> str:
 
 
 def process_photo(path: str, options: dict) -> dict:
-    """Detect, landmark and align the face of one photo.
+    """Find, landmark and align the face of one photo with the face finder ``predict`` runs too.
 
     Returns ``{"status": "ok", "image", "landmarks", ...}`` or ``{"status": "rejected", "reason"}``;
     never raises for a bad photo.
     """
     try:
-        rgb = detect.load_rgb(path, options["max_pixels"])
-        faces = detect.detect_faces(rgb, pad=options["pad"], upsample=options["upsample"],
-                                    cnn_fallback=options["cnn_fallback"], max_side=options["detect_max_side"])
-        if not faces and options["crop_fallback"]:
-            faces = detect.tight_crop_box(rgb, options["crop_max_aspect"])
-        if not faces:
-            tried = "dlib HOG" + (", CNN" if options["cnn_fallback"] else "") + (
-                ", tight-crop box" if options["crop_fallback"] else "")
-            raise detect.Rejected(f"no face found ({tried})")
-        box, detector, _ = faces[0] if options["keep"] == "largest" else min(faces, key=lambda f: (f[0][0], f[0][1]))
-        side = min(box[2] - box[0], box[3] - box[1])
-        if side < options["min_face"]:
-            raise detect.Rejected(f"face too small: {side} px box (prepare.min_face={options['min_face']})")
-        points = detect.landmarks_68(rgb, box)
-        yaw = align.estimate_yaw(points)
-        if abs(yaw) > options["max_yaw"]:
-            raise detect.Rejected(f"not frontal: yaw {yaw:.0f} deg (prepare.max_yaw={options['max_yaw']:.0f})")
-        image, landmarks, _, residual = align.align_face(rgb, points, options["image_size"])
-        if detector == "crop" and not dlib_models.cnn_detector()(image, 0):
-            # The shape predictor draws a face shape into anything; the CNN on the aligned crop says if it was one.
-            raise detect.Rejected("no face found (dlib HOG" + (", CNN" if options["cnn_fallback"] else "")
-                                  + "; the tight-crop box was not confirmed by the CNN detector)")
-        if residual > options["max_residual"]:
-            raise detect.Rejected(f"no face found: landmarks from the {detector} box do not fit a face "
-                                  f"(residual {residual:.0f} px > prepare.max_residual={options['max_residual']:.0f})")
-        return {"status": "ok", "image": image, "landmarks": landmarks, "detector": detector,
-                "faces_found": len(faces), "yaw": yaw, "residual": residual}
-    except detect.Rejected as err:
+        rgb = load_rgb(path, options["max_pixels"])
+        detectors = ["hog"] + ["cnn"] * bool(options["cnn_fallback"]) + ["crop"] * bool(options["crop_fallback"])
+        size = options["image_size"]
+        found = finder.find_faces(rgb, options, size, split_row_for(size), detectors=detectors,
+                                  keep=options["keep"], section="prepare")
+        face = found.faces[0]
+        return {"status": "ok", "image": face.aligned, "landmarks": face.aligned_landmarks, "detector": face.detector,
+                "faces_found": found.boxes, "yaw": face.yaw, "residual": face.residual}
+    except Rejected as err:
         return {"status": "rejected", "reason": str(err)}
     except Exception as err:  # a photo must never stop the run; the reason names what went wrong
         return {"status": "rejected", "reason": f"failed: {type(err).__name__}: {err}"}
@@ -94,11 +79,14 @@ def _work(item: tuple[str, str, dict]) -> tuple[str, dict]:
 
 
 def _photo_options(cfg: DictConfig) -> dict:
-    return {k: OmegaConf.to_container(cfg.prepare, resolve=True)[k] for k in _PHOTO_OPTIONS}
+    prepare = OmegaConf.to_container(cfg.prepare, resolve=True)
+    return {k: prepare[k] for k in _PHOTO_OPTIONS + _FINDER_OPTIONS}
 
 
 def _options_digest(options: dict) -> str:
-    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:12]
+    defaults = PrepareConfig()
+    keyed = {k: v for k, v in options.items() if k in _PHOTO_OPTIONS or v != getattr(defaults, k)}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _done_parts(folder: Path) -> dict[str, dict]:
@@ -186,7 +174,7 @@ def prepare_store(sources: Iterable[str | Path], out: str | Path, cfg: DictConfi
     """
     out = Path(out)
     sources = [Path(s) for s in sources]
-    files = detect.find_images(sources)
+    files = find_images(sources)
     if cfg.prepare.max_photos:
         files = files[: cfg.prepare.max_photos]
     out.mkdir(parents=True, exist_ok=True)

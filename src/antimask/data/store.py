@@ -28,6 +28,7 @@ from typing import Optional
 
 import numpy as np
 
+from antimask.errors import AntimaskError
 from antimask.files import atomic_path, atomic_write_json, read_json
 
 STORE_FORMAT = "antimask-store"
@@ -41,7 +42,7 @@ _FLOAT_COLUMNS = ("yaw", "residual", "blend")
 SPLITS = ("train", "val", "test")
 
 
-class StoreError(RuntimeError):
+class StoreError(AntimaskError, RuntimeError):
     """A store that is missing, incomplete, or from another format version."""
 
 

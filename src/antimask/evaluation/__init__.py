@@ -1,6 +1,6 @@
 """Evaluation: per-face metrics of drawn lower faces, training-free baselines, and the report."""
 
-from antimask.evaluation.baselines import BASELINES, create_baseline, feather, list_baselines, match_seam_colour
+from antimask.evaluation.baselines import BASELINES, create_baseline, list_baselines
 from antimask.evaluation.metrics import (
     bootstrap_ci,
     cosine_similarity,
@@ -18,6 +18,6 @@ from antimask.evaluation.report import write_report
 
 __all__ = [
     "BASELINES", "bootstrap_ci", "cosine_similarity", "create_baseline", "dlib_descriptors", "face_metrics",
-    "feather", "identity_distance", "image_metrics", "landmark_error", "list_baselines", "match_seam_colour",
+    "identity_distance", "image_metrics", "landmark_error", "list_baselines",
     "predict_landmarks", "random_pair_cosine", "verified", "verified_share", "write_report",
 ]

@@ -1,4 +1,4 @@
-"""Training-free baselines that draw the lower band of aligned faces, and seam-compositing helpers.
+"""Training-free baselines that draw the lower band of aligned faces.
 
 Every baseline takes aligned faces uint8 (N, S, S, 3) and returns the same shape and dtype with the
 rows above ``split_row`` copied bit-exactly; only rows >= split_row are drawn.
@@ -11,6 +11,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from antimask.config import EvalConfig
+from antimask.faces.compositing import keep_real_rows
 
 
 def _check_faces(faces: np.ndarray, split_row: int) -> np.ndarray:
@@ -20,11 +21,6 @@ def _check_faces(faces: np.ndarray, split_row: int) -> np.ndarray:
     if not 0 < split_row < arr.shape[1]:
         raise ValueError(f"split_row {split_row} lies outside faces of {arr.shape[1]} rows")
     return arr
-
-
-def _keep_upper(out: np.ndarray, faces: np.ndarray, split_row: int) -> np.ndarray:
-    out[:, :split_row] = faces[:, :split_row]
-    return out
 
 
 class Inpaint:
@@ -49,7 +45,7 @@ class Inpaint:
         mask[split_row:] = 255
         out = np.stack([cv2.inpaint(np.ascontiguousarray(f), mask, self.radius, self.flag) for f in faces]) \
             if len(faces) else faces.copy()
-        return _keep_upper(out, faces, split_row)
+        return keep_real_rows(out, faces, split_row, 0)
 
 
 class MeanFace:
@@ -138,53 +134,3 @@ def create_baseline(name: str, eval_cfg: Any = None):
 
 def list_baselines() -> list[str]:
     return list(BASELINES)
-
-
-# ------------------------------------------------------------------------------------------ compositing
-def match_seam_colour(drawn: np.ndarray, visible: np.ndarray, split_row: int,
-                      rows: int = EvalConfig.seam_rows) -> np.ndarray:
-    """Shift the drawn lower band's per-channel mean so that its first ``rows`` rows match the mean
-    colour of the real rows just above the seam (``visible[split_row - rows:split_row]``).
-
-    A drawn band that is right in shape but off in skin tone shows a hard seam; a constant shift per
-    face and channel removes most of it. Rows < split_row of ``drawn`` are returned untouched.
-    """
-    drawn_arr = np.asarray(drawn)
-    single = drawn_arr.ndim == 3
-    d = drawn_arr[None] if single else drawn_arr
-    v = np.asarray(visible)
-    v = v[None] if v.ndim == 3 else v
-    if rows <= 0:
-        return drawn_arr.copy()
-    rows = min(rows, split_row, d.shape[1] - split_row)
-    scale = 255.0 if d.dtype == np.uint8 else 1.0
-    v_scale = 255.0 if v.dtype == np.uint8 else 1.0
-    target = v[:, split_row - rows:split_row].astype(np.float64).mean((1, 2)) / v_scale
-    current = d[:, split_row:split_row + rows].astype(np.float64).mean((1, 2)) / scale
-    shift = (target - current)[:, None, None, :] * scale
-    out = d.copy()
-    lower = d[:, split_row:].astype(np.float64) + shift
-    if d.dtype == np.uint8:
-        out[:, split_row:] = np.clip(np.rint(lower), 0, 255).astype(np.uint8)
-    else:
-        out[:, split_row:] = np.clip(lower, 0.0, 1.0).astype(d.dtype)
-    return out[0] if single else out
-
-
-def feather(upper_source: np.ndarray, lower_source: np.ndarray, split_row: int, width: int) -> np.ndarray:
-    """Rows < split_row from ``upper_source`` exactly, rows >= split_row + width from ``lower_source``,
-    and a linear blend between them over the ``width`` rows below the seam (0 = a hard cut)."""
-    up = np.asarray(upper_source)
-    low = np.asarray(lower_source)
-    if up.shape != low.shape:
-        raise ValueError(f"upper {up.shape} and lower {low.shape} sources differ in shape")
-    out = low.copy()
-    out[..., :split_row, :, :] = up[..., :split_row, :, :]
-    width = max(0, min(int(width), up.shape[-3] - split_row))
-    if width:
-        alpha = (np.arange(1, width + 1, dtype=np.float64) / (width + 1))[:, None, None]
-        band = slice(split_row, split_row + width)
-        mixed = (1 - alpha) * up[..., band, :, :].astype(np.float64) + alpha * low[..., band, :, :].astype(np.float64)
-        out[..., band, :, :] = np.clip(np.rint(mixed), 0, 255).astype(up.dtype) if up.dtype == np.uint8 \
-            else mixed.astype(up.dtype)
-    return out

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from antimask.config import split_row_for
-from antimask.evaluation.baselines import BASELINES, create_baseline, match_seam_colour
+from antimask.config import STAGES, split_row_for
+from antimask.evaluation.baselines import BASELINES, create_baseline
 from antimask.evaluation.metrics import (
     cosine_similarity,
     dlib_descriptors,
@@ -32,45 +32,25 @@ from antimask.evaluation.metrics import (
     verified,
 )
 from antimask.evaluation.report import METRICS, RANDOM_PAIR, write_report
+from antimask.backbones import backbone_from_config, cached_features
+from antimask.data.resized import faces_at
+from antimask.data.store import open_store
+from antimask.errors import AntimaskError
+from antimask.faces.compositing import composite, keep_real_rows, match_seam_colour_np
+from antimask.faces.images import to_float, to_uint8
 from antimask.files import atomic_write_text
-from antimask.training import run_config
+from antimask.models.modules import load_stage
+from antimask.runs import read_manifest, run_config, stage_checkpoint, trained_store
 
-MODEL_STAGES = ("face_decoder", "mask_decoder", "encoder")
+MODEL_STAGES = STAGES
 ANTIMASK_STAGES = ("encoder", "mask_decoder")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(AntimaskError, ValueError):
     """A run or split that cannot be evaluated; the message says what to change."""
 
 
 # ------------------------------------------------------------------------------------------------ inputs
-def faces_at(store, rows: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (N, size, size, 3) faces of store ``rows``: the datamodule's resized cache when it is
-    valid, else resized here the same way (INTER_AREA)."""
-    import cv2
-
-    from antimask.data.datamodule import _cache_valid, cache_path
-
-    rows = np.asarray(rows, np.int64)
-    if size == store.image_size:
-        return store.images[rows]
-    if _cache_valid(store, size):
-        return np.asarray(np.load(cache_path(store.root, size), mmap_mode="r")[rows])
-    out = np.empty((len(rows), size, size, 3), np.uint8)
-    for i, row in enumerate(rows):
-        out[i] = cv2.resize(np.asarray(store.images[int(row)]), (size, size), interpolation=cv2.INTER_AREA)
-    return out
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """Float [0, 1] (B, 3, S, S) -> uint8 (B, S, S, 3)."""
-    return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def _tensor(faces: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(faces)).permute(0, 3, 1, 2).float().div_(255.0)
-
-
 def backbone_features(backbone, faces: np.ndarray, size: int, batch_size: int) -> np.ndarray:
     """The teacher features of faces drawn at the training size, as the cached features of the real
     faces were made: upsampled to the stored size first (bicubic), then the backbone's own input."""
@@ -82,21 +62,17 @@ def backbone_features(backbone, faces: np.ndarray, size: int, batch_size: int) -
         if chunk.shape[1] != size:
             chunk = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_CUBIC) for f in chunk])
         with torch.no_grad():
-            out.append(backbone(_tensor(chunk).to(backbone.device)).float().cpu().numpy())
+            out.append(backbone(to_float(chunk, backbone.device)).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, int(backbone.feature_dim)), np.float32)
 
 
 # ------------------------------------------------------------------------------------------------ models
 def _checkpoints(run_dir: Path, stages: tuple[str, ...]) -> dict[str, Path]:
     """Every needed stage's best checkpoint; the ManifestError names the first missing stage."""
-    from antimask.training import stage_checkpoint
-
     return {stage: stage_checkpoint(run_dir, stage) for stage in stages}
 
 
 def _load(ckpts: dict[str, Path], feature_dim: int, size: int, split_row: int, where: Path) -> dict[str, Any]:
-    from antimask.models.modules import load_stage
-
     modules = {stage: load_stage(path, stage, feature_dim) for stage, path in ckpts.items()}
     for stage, module in modules.items():
         got = (int(module.hparams.image_size), int(module.hparams.split_row))
@@ -111,7 +87,7 @@ def _batched(fn, faces: np.ndarray, batch_size: int, *extra: np.ndarray) -> np.n
     with torch.no_grad():
         for start in range(0, len(faces), batch_size):
             args = [a[start:start + batch_size] for a in extra]
-            out.append(fn(_tensor(faces[start:start + batch_size]), *args))
+            out.append(fn(to_float(faces[start:start + batch_size]), *args))
     return np.concatenate(out)
 
 
@@ -121,7 +97,7 @@ def draw_anti_mask(encoder, mask_decoder, real: np.ndarray, split_row: int, seam
     from antimask.models.antimask import AntiMask
 
     model = AntiMask(encoder.encoder, mask_decoder.decoder, real.shape[1], split_row, seam_width, seam_colour_rows)
-    return _keep_real_rows(_batched(lambda x: to_uint8(model(x)), real, batch_size), real, split_row, seam_width)
+    return keep_real_rows(_batched(lambda x: to_uint8(model(x)), real, batch_size), real, split_row, seam_width)
 
 
 def draw_full_face(face_decoder, features: np.ndarray, batch_size: int) -> np.ndarray:
@@ -135,28 +111,16 @@ def draw_full_face(face_decoder, features: np.ndarray, batch_size: int) -> np.nd
 
 
 def draw_encoder_face_decoder(encoder, face_decoder, real: np.ndarray, split_row: int, seam_width: int,
-                              seam_rows: int, batch_size: int) -> np.ndarray:
+                              seam_colour_rows: int, batch_size: int) -> np.ndarray:
     """Encoder features -> the face decoder's whole face; its lower band, shifted to the colour of the
     visible rows above the seam (it was never trained to meet a real upper band), composited."""
-    from antimask.models.antimask import composite
-
     def draw(x: torch.Tensor) -> np.ndarray:
         drawn = to_uint8(face_decoder.decoder.draw(encoder.encoder(x[:, :, :split_row])))
         real_u8 = to_uint8(x)
-        drawn = match_seam_colour(drawn, real_u8, split_row, seam_rows)
-        return to_uint8(composite(x, _tensor(drawn), split_row, seam_width))
+        drawn = match_seam_colour_np(drawn, real_u8, split_row, seam_colour_rows)
+        return to_uint8(composite(x, to_float(drawn), split_row, seam_width))
 
-    return _keep_real_rows(_batched(draw, real, batch_size), real, split_row, seam_width)
-
-
-def _keep_real_rows(drawn: np.ndarray, real: np.ndarray, split_row: int, seam_width: int) -> np.ndarray:
-    """Rows the seam gives weight 0 are the real ones bit for bit (no float round trip in between)."""
-    from antimask.models.antimask import seam_weights
-
-    w = seam_weights(real.shape[1], split_row, seam_width).numpy()
-    keep = w == 0
-    drawn[:, keep] = real[:, keep]
-    return drawn
+    return keep_real_rows(_batched(draw, real, batch_size), real, split_row, seam_width)
 
 
 # ------------------------------------------------------------------------------------------------ scores
@@ -197,10 +161,6 @@ def evaluate_run(run_dir: str | Path, split: Optional[str] = None, name: Optiona
     (e.g. the no-landmark and no-morph ablations, trained on the same store and face size).
     The report goes to ``out_dir`` (default RUN/reports/<split>), or beside it when that holds one.
     """
-    from antimask.backbones import backbone_from_config, cached_features
-    from antimask.data.store import open_store
-    from antimask.training import read_manifest
-
     run_dir = Path(run_dir)
     cfg = run_config(run_dir, cfg_overrides)
     e = cfg.eval
@@ -230,7 +190,7 @@ def evaluate_run(run_dir: str | Path, split: Optional[str] = None, name: Optiona
     manifest = read_manifest(run_dir)
     manifest_digest = manifest.get("store_digest")
     trained_on = manifest.get("store")
-    cross = trained_on is not None and Path(trained_on).resolve() != Path(cfg.data.store).resolve()
+    cross = trained_on is not None and trained_store(run_dir, cfg) != Path(cfg.data.store).resolve()
     if cross:  # data.store=OTHER given on purpose: the model meets faces of another photo set
         print(f"[evaluate] cross-dataset: {run_dir} was trained on {trained_on}, evaluated on {cfg.data.store}")
     elif manifest_digest and manifest_digest != store.digest:
@@ -270,7 +230,7 @@ def evaluate_run(run_dir: str | Path, split: Optional[str] = None, name: Optiona
                                       int(extra_cfgs[label].model.seam_colour_rows))
     drawn["full_face_redraw"] = draw_full_face(modules["face_decoder"], real_features, batch)
     drawn["encoder_face_decoder"] = draw_encoder_face_decoder(
-        modules["encoder"], modules["face_decoder"], real, split_row, seam, int(e.seam_rows), batch)
+        modules["encoder"], modules["face_decoder"], real, split_row, seam, int(e.seam_colour_rows), batch)
     train = faces_at(store, train_rows, size)
     for baseline in BASELINES:
         drawn[baseline] = create_baseline(baseline, e).fit(train).complete(real, split_row)

@@ -13,24 +13,15 @@ import numpy as np
 import torch
 
 from antimask.faces.align import EYES, LOWER_POINTS, TEMPLATE_SIZE, template
+from antimask.faces.images import to_float, to_uint8
 
 LEFT_EYE = EYES[:6]  # dlib 36-41
 RIGHT_EYE = EYES[6:]  # dlib 42-47
 
 
 # ----------------------------------------------------------------------------------------------- pixels
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """(N, S, S, 3) uint8 or float [0, 1] -> float32 tensor (N, 3, S, S) in [0, 1]."""
-    arr = np.asarray(images)
-    if arr.ndim == 3:
-        arr = arr[None]
-    if arr.dtype == np.uint8:
-        arr = arr.astype(np.float32) / 255.0
-    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(0, 3, 1, 2)
-
-
 def _bands(drawn: np.ndarray, real: np.ndarray, split_row: Optional[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    a, b = to_tensor(drawn), to_tensor(real)
+    a, b = (to_float(np.reshape(x, (-1, *np.shape(x)[-3:]))) for x in (drawn, real))
     if a.shape != b.shape:
         raise ValueError(f"drawn faces {tuple(a.shape)} and real faces {tuple(b.shape)} differ in shape")
     if split_row is not None:  # the lower band only: the rows a mask hides
@@ -153,7 +144,7 @@ def _as_uint8_at(faces: np.ndarray, size: int) -> list[np.ndarray]:
     if arr.ndim == 3:
         arr = arr[None]
     if arr.dtype != np.uint8:
-        arr = np.clip(np.rint(arr.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+        arr = to_uint8(torch.from_numpy(np.moveaxis(arr, -1, -3)).double())  # rounded in float64, as before
     out = []
     for face in arr:
         if face.shape[0] != size:

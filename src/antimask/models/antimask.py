@@ -11,50 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from antimask.faces.compositing import composite
 from antimask.models.components import UpperEncoder
-
-
-def seam_weights(size: int, split_row: int, seam_width: int, device=None, dtype=None) -> torch.Tensor:
-    """Per-row weight (S,) of the drawn face: 0 above the seam, 1 below, a linear ramp of seam_width
-    rows centred at split_row (a hard cut at split_row when seam_width is 0)."""
-    rows = torch.arange(size, device=device, dtype=torch.float32) + 0.5
-    if seam_width <= 0:
-        w = (rows > split_row).float()
-    else:
-        w = ((rows - (split_row - seam_width / 2)) / seam_width).clamp(0, 1)
-    return w.to(dtype or torch.float32)
-
-
-def match_seam_colour(face: torch.Tensor, band: torch.Tensor, split_row: int, rows: int) -> torch.Tensor:
-    """Shift a drawn lower band (B,3,S-R,S) per face and channel so that the mean colour of its first
-    ``rows`` rows equals that of the real rows just above the seam (the torch twin of
-    ``evaluation.baselines.match_seam_colour``); rows=0 returns the band unchanged."""
-    rows = min(rows, split_row, band.shape[-2])
-    if rows <= 0:
-        return band
-    target = face[:, :, split_row - rows:split_row].float().mean((2, 3), keepdim=True)
-    current = band[:, :, :rows].float().mean((2, 3), keepdim=True)
-    return (band.float() + target - current).clamp(0, 1).to(band.dtype)
-
-
-def composite(face: torch.Tensor, drawn: torch.Tensor, split_row: int, seam_width: int = 0,
-              colour_rows: int = 0) -> torch.Tensor:
-    """Join the real face's upper band with a drawn face (B,3,S,S) or drawn lower band (B,3,S-R,S).
-
-    ``colour_rows`` > 0 first shifts the drawn band's colour to the real rows above the seam. A lower
-    band is extended upwards by repeating its first row so the seam has something to blend.
-    Rows whose weight is 0 are exactly the input.
-    """
-    size = face.shape[-2]
-    if colour_rows > 0:
-        band = drawn[:, :, split_row:] if drawn.shape[-2] == size else drawn
-        band = match_seam_colour(face, band, split_row, colour_rows)
-        drawn = torch.cat([drawn[:, :, :split_row], band], 2) if drawn.shape[-2] == size else band
-    if drawn.shape[-2] != size:
-        top = drawn[:, :, :1, :].expand(-1, -1, size - drawn.shape[-2], -1)
-        drawn = torch.cat([top, drawn], dim=2)
-    w = seam_weights(size, split_row, seam_width, face.device, face.dtype).view(1, 1, size, 1)
-    return face + w * (drawn.to(face.dtype) - face)
 
 
 class AntiMask(nn.Module):

@@ -12,16 +12,12 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
+from antimask.faces.compositing import composite
+from antimask.faces.images import to_uint8
 from antimask.files import atomic_path
-from antimask.models.antimask import composite
 
 # Grey of the hidden rows in the "masked" column.
 MASK_GREY = 0.5
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(3,H,W) float in [0,1] -> (H,W,3) uint8; W&B turns float tensors black, so log these."""
-    return (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 def render_grid(face: torch.Tensor, drawn: torch.Tensor, split_row: int, padding: int = 2) -> np.ndarray:
@@ -31,7 +27,7 @@ def render_grid(face: torch.Tensor, drawn: torch.Tensor, split_row: int, padding
     masked[:, :, split_row:] = MASK_GREY
     done = composite(face, drawn.detach().float().cpu(), split_row, 0)
     tiles = torch.stack([face, masked, done], 1).flatten(0, 1)
-    return to_uint8(make_grid(tiles, nrow=3, padding=padding))
+    return to_uint8(make_grid(tiles, nrow=3, padding=padding))  # W&B turns float tensors black
 
 
 class ImageGridCallback(pl.Callback):
@@ -85,6 +81,3 @@ class ImageGridCallback(pl.Callback):
             Image.fromarray(grid).save(tmp, format="PNG")
         return path
 
-
-# the name the training pipeline imports
-ImageGridLogger = ImageGridCallback

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from antimask import files
-from antimask.backbones.registry import FrozenBackbone
+from antimask.backbones.base import FrozenBackbone
 
 
 def ssim_loss(pred: Tensor, target: Tensor) -> Tensor:
@@ -67,7 +67,7 @@ class IdentityLoss(_HoldsFrozen):
 class PerceptualLoss(_HoldsFrozen):
     """Mean L1 between feature maps of a frozen timm network (features_only) of pred and target, over its stages."""
 
-    def __init__(self, model: str = "vgg16", weights: str | Path | None = None, stages: int = 3):
+    def __init__(self, model: str, weights: str | Path | None, stages: int):
         import timm
 
         if weights is None:

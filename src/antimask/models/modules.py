@@ -3,22 +3,24 @@
 Each module only holds its net(s), the loss, the optimiser and the logging; the nets live in
 ``components/``. Hyperparameters are plain ints/floats/strings so that checkpoints load with
 ``torch.load(weights_only=True)``; ``load_stage`` does exactly that and checks the stage and the
-feature size before building the module.
+feature size before building the module. The constructors have no defaults: the schema holds them, and a
+checkpoint saved before a hyperparameter existed gets the schema's default for it when it loads.
 """
 
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, get_args
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MeanMetric, MinMetric
 
-from antimask.config import split_row_for
+from antimask.config import Config, EncoderLoss, decoder_rule_violations, split_row_for
+from antimask.errors import AntimaskError
 from antimask.faces.align import LOWER_POINTS, TEMPLATE_224, TEMPLATE_SIZE
 from antimask.models.components import AppearanceDecoder, Decoder, LandmarkWarp, UpperEncoder
 from antimask.models.components.discriminator import PatchDiscriminator, discriminator_loss, generator_loss
@@ -27,7 +29,7 @@ from antimask.models.losses import ssim_loss
 NUM_LANDMARKS = 68
 
 
-class StageMismatchError(ValueError):
+class StageMismatchError(AntimaskError, ValueError):
     """A checkpoint that belongs to another stage or another backbone than the one asked for."""
 
 
@@ -88,9 +90,14 @@ class _StageModule(pl.LightningModule):
         self.val_loss_best(self.val_loss.compute())
         self.log("val/loss_best", self.val_loss_best.compute(), sync_dist=True, prog_bar=True)
 
-    def _adam(self, params: list[torch.nn.Parameter], **kwargs) -> torch.optim.Optimizer:
+    @classmethod
+    def hparams_from_config(cls, cfg: DictConfig, feature_dim: int) -> dict[str, Any]:
+        """Every constructor argument, from the config (``from_config`` and old checkpoints use it)."""
+        raise NotImplementedError
+
+    def _adam(self, params: list[torch.nn.Parameter], betas: tuple[float, float]) -> torch.optim.Optimizer:
         return torch.optim.Adam([p for p in params if p.requires_grad], lr=self.hparams.lr,
-                                weight_decay=self.hparams.weight_decay, **kwargs)
+                                weight_decay=self.hparams.weight_decay, betas=tuple(betas))
 
     def _schedule(self, optimizer: torch.optim.Optimizer) -> Optional[dict]:
         """stages.<stage>.scheduler: none, or cosine from lr to 0 over the stage's max_epochs."""
@@ -101,19 +108,24 @@ class _StageModule(pl.LightningModule):
                 "interval": "epoch"}
 
     def configure_optimizers(self):
-        optimizer = self._adam(list(self.parameters()))
+        optimizer = self._adam(list(self.parameters()), (self.hparams.beta1, self.hparams.beta2))
         schedule = self._schedule(optimizer)
         return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
 
 
-def _decoder_kwargs(cfg: DictConfig, stage: str) -> dict[str, Any]:
+def _stage_kwargs(cfg: DictConfig, stage: str) -> dict[str, Any]:
     size = int(cfg.data.image_size)
-    s = cfg.stages[stage]
-    return dict(image_size=size, split_row=split_row_for(size, cfg.data.split_row),
-                shared_dim=int(cfg.model.shared_dim), decoder_channels=int(cfg.model.decoder_channels),
-                decoder_upsamplings=int(cfg.model.decoder_upsamplings),
-                landmark_weight=float(cfg.model.landmark_weight), texture_weight=float(cfg.model.texture_weight),
-                lr=float(s.lr), weight_decay=float(s.weight_decay), scheduler=str(s.scheduler))
+    settings = cfg.stages[stage]
+    return dict(image_size=size, split_row=split_row_for(size, cfg.data.split_row), lr=float(settings.lr),
+                weight_decay=float(settings.weight_decay), scheduler=str(settings.scheduler),
+                beta1=float(settings.betas[0]), beta2=float(settings.betas[1]))
+
+
+def _decoder_kwargs(cfg: DictConfig, stage: str) -> dict[str, Any]:
+    model = cfg.model
+    return dict(shared_dim=int(model.shared_dim), decoder_channels=int(model.decoder_channels),
+                decoder_upsamplings=int(model.decoder_upsamplings), landmark_weight=float(model.landmark_weight),
+                texture_weight=float(model.texture_weight), **_stage_kwargs(cfg, stage))
 
 
 class FaceDecoderModule(_StageModule):
@@ -121,10 +133,10 @@ class FaceDecoderModule(_StageModule):
 
     STAGE = "face_decoder"
 
-    def __init__(self, feature_dim: int, image_size: int, split_row: int, shared_dim: int = 1000,
-                 decoder_channels: int = 256, decoder_upsamplings: int = 4, use_landmarks: bool = True,
-                 landmark_weight: float = 10.0, texture_weight: float = 100.0, lr: float = 1e-4,
-                 weight_decay: float = 0.0, scheduler: str = "none", stage: str = "face_decoder"):
+    def __init__(self, feature_dim: int, image_size: int, split_row: int, shared_dim: int, decoder_channels: int,
+                 decoder_upsamplings: int, use_landmarks: bool, landmark_weight: float, texture_weight: float,
+                 lr: float, weight_decay: float, scheduler: str, beta1: float, beta2: float,
+                 stage: str = "face_decoder"):
         super().__init__()
         self._check_stage(stage)
         self.save_hyperparameters(logger=False)
@@ -132,9 +144,13 @@ class FaceDecoderModule(_StageModule):
                                shared_dim, decoder_channels, decoder_upsamplings)
 
     @classmethod
+    def hparams_from_config(cls, cfg: DictConfig, feature_dim: int) -> dict[str, Any]:
+        return dict(feature_dim=int(feature_dim), use_landmarks=bool(cfg.model.face_decoder_landmarks),
+                    **_decoder_kwargs(cfg, cls.STAGE))
+
+    @classmethod
     def from_config(cls, cfg: DictConfig, feature_dim: int) -> "FaceDecoderModule":
-        return cls(feature_dim=int(feature_dim), use_landmarks=bool(cfg.model.face_decoder_landmarks),
-                   **_decoder_kwargs(cfg, cls.STAGE))
+        return cls(**cls.hparams_from_config(cfg, feature_dim))
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         return self.decoder(features)
@@ -169,40 +185,36 @@ class MaskDecoderModule(_StageModule):
     STAGE = "mask_decoder"
     EXTRA_METRICS = ("l1_lower",)
 
-    def __init__(self, feature_dim: int, image_size: int, split_row: int, shared_dim: int = 1000,
-                 decoder_channels: int = 256, decoder_upsamplings: int = 4, use_landmarks: bool = True,
-                 full_face: bool = False, landmark_weight: float = 10.0, texture_weight: float = 100.0,
-                 lr: float = 1e-4, weight_decay: float = 0.0, scheduler: str = "none", decoder: str = "paper",
-                 landmark_warp: bool = False, ssim_weight: float = 0.0, identity_weight: float = 0.0,
-                 perceptual_weight: float = 0.0, perceptual_net: str = "vgg16",
-                 perceptual_weights: Optional[str] = None, adversarial_weight: float = 0.0,
-                 code_every_level: bool = False, stage: str = "mask_decoder"):
+    def __init__(self, feature_dim: int, image_size: int, split_row: int, shared_dim: int, decoder_channels: int,
+                 decoder_upsamplings: int, use_landmarks: bool, full_face: bool, landmark_weight: float,
+                 texture_weight: float, lr: float, weight_decay: float, scheduler: str, beta1: float, beta2: float,
+                 decoder: str, landmark_warp: bool, ssim_weight: float, identity_weight: float,
+                 perceptual_weight: float, perceptual_net: str, perceptual_weights: Optional[str],
+                 perceptual_stages: int, adversarial_weight: float, discriminator_width: int,
+                 discriminator_layers: int, adversarial_beta1: float, adversarial_beta2: float,
+                 code_every_level: bool,
+                 stage: str = "mask_decoder"):
         super().__init__()
         self._check_stage(stage)
         if not 0 < split_row < image_size:
             raise ValueError(f"split_row {split_row} lies outside the {image_size}-px face")
+        for key, why in decoder_rule_violations(decoder, full_face, use_landmarks, landmark_warp, code_every_level):
+            raise ValueError(f"{key.removeprefix('model.')}: {why}")
         self.save_hyperparameters(logger=False)
         height = image_size if full_face else image_size - split_row
         points = (NUM_LANDMARKS if full_face else len(LOWER_POINTS)) if use_landmarks else 0
         if decoder == "paper":
             self.decoder = Decoder(feature_dim, height, image_size, points, shared_dim, decoder_channels,
                                    decoder_upsamplings)
-        elif decoder == "appearance":
-            if full_face:
-                raise ValueError("the appearance decoder draws the lower band; full_face needs decoder='paper'")
+        else:
             self.decoder = AppearanceDecoder(feature_dim, image_size, split_row, points, shared_dim,
                                              decoder_channels, decoder_upsamplings,
                                              code_every_level=code_every_level)
-        else:
-            raise ValueError(f"unknown decoder '{decoder}': use paper or appearance")
-        if code_every_level and decoder != "appearance":
-            raise ValueError("code_every_level modulates the U-Net's levels; it needs decoder='appearance'")
         if landmark_warp:
-            if full_face or not use_landmarks:
-                raise ValueError("landmark_warp needs the lower-face landmark head (use_landmarks, not full_face)")
             template = torch.from_numpy(TEMPLATE_224[LOWER_POINTS] / TEMPLATE_SIZE)
             self.decoder.warp = LandmarkWarp(image_size, split_row, template)
-        self.discriminator = PatchDiscriminator() if adversarial_weight > 0 else None
+        self.discriminator = (PatchDiscriminator(discriminator_width, discriminator_layers)
+                              if adversarial_weight > 0 else None)
         self.automatic_optimization = adversarial_weight == 0
         self._frozen: dict[str, torch.nn.Module] = {}  # identity / perceptual loss nets: not in the state dict
 
@@ -219,7 +231,8 @@ class MaskDecoderModule(_StageModule):
                                    "(MaskDecoderModule.from_config does it)")
             from antimask.models.losses import PerceptualLoss
 
-            self._frozen[name] = PerceptualLoss(self.hparams.perceptual_net, self.hparams.perceptual_weights
+            hp = self.hparams
+            self._frozen[name] = PerceptualLoss(hp.perceptual_net, hp.perceptual_weights, hp.perceptual_stages
                                                 ).to(self.device)
         return self._frozen[name]
 
@@ -228,16 +241,24 @@ class MaskDecoderModule(_StageModule):
             net.to(self.device)
 
     @classmethod
+    def hparams_from_config(cls, cfg: DictConfig, feature_dim: int) -> dict[str, Any]:
+        model = cfg.model
+        return dict(
+            feature_dim=int(feature_dim), use_landmarks=bool(model.use_landmarks), full_face=bool(model.full_face),
+            decoder=str(model.decoder), landmark_warp=bool(model.landmark_warp),
+            ssim_weight=float(model.ssim_weight), identity_weight=float(model.identity_weight),
+            perceptual_weight=float(model.perceptual_weight), perceptual_net=str(model.perceptual_net),
+            perceptual_weights=None if model.perceptual_weights is None else str(model.perceptual_weights),
+            perceptual_stages=int(model.perceptual_stages), adversarial_weight=float(model.adversarial_weight),
+            discriminator_width=int(model.discriminator_width), discriminator_layers=int(model.discriminator_layers),
+            adversarial_beta1=float(model.adversarial_betas[0]), adversarial_beta2=float(model.adversarial_betas[1]),
+            code_every_level=bool(model.code_every_level),
+            **_decoder_kwargs(cfg, cls.STAGE))
+
+    @classmethod
     def from_config(cls, cfg: DictConfig, feature_dim: int,
                     face_decoder_ckpt: Optional[str | Path] = None) -> "MaskDecoderModule":
-        m = cfg.model
-        module = cls(feature_dim=int(feature_dim), use_landmarks=bool(m.use_landmarks), full_face=bool(m.full_face),
-                     decoder=str(m.decoder), landmark_warp=bool(m.landmark_warp), ssim_weight=float(m.ssim_weight),
-                     identity_weight=float(m.identity_weight), perceptual_weight=float(m.perceptual_weight),
-                     perceptual_net=str(m.perceptual_net),
-                     perceptual_weights=None if m.perceptual_weights is None else str(m.perceptual_weights),
-                     adversarial_weight=float(m.adversarial_weight), code_every_level=bool(m.code_every_level),
-                     **_decoder_kwargs(cfg, cls.STAGE))
+        module = cls(**cls.hparams_from_config(cfg, feature_dim))
         if module.hparams.identity_weight > 0:
             from antimask.backbones import backbone_from_config
 
@@ -258,9 +279,10 @@ class MaskDecoderModule(_StageModule):
         40 lower points (or all 68 with full_face); the texture FC whole (full_face) or, when the split
         row falls on a coarse-grid row, the FC rows of the grid cells that cover the lower band.
         """
-        if not isinstance(self.decoder, Decoder):
-            raise ValueError("init_from_face_decoder copies into the paper's decoder; the appearance decoder "
-                             "has no matching layers (set model.init_from_face_decoder=false)")
+        hp = self.hparams
+        for key, why in decoder_rule_violations(hp.decoder, hp.full_face, hp.use_landmarks, hp.landmark_warp,
+                                                hp.code_every_level, init_from_face_decoder=True):
+            raise ValueError(f"{key}: {why}")
         face = source if isinstance(source, FaceDecoderModule) else load_stage(
             source, FaceDecoderModule.STAGE, self.hparams.feature_dim)
         src, dst = face.decoder.state_dict(), self.decoder.state_dict()
@@ -353,9 +375,9 @@ class MaskDecoderModule(_StageModule):
     def configure_optimizers(self):
         if self.discriminator is None:
             return super().configure_optimizers()
-        gen = self._adam([p for n, p in self.named_parameters() if not n.startswith("discriminator.")],
-                         betas=(0.5, 0.999))
-        disc = self._adam(list(self.discriminator.parameters()), betas=(0.5, 0.999))
+        betas = (self.hparams.adversarial_beta1, self.hparams.adversarial_beta2)
+        gen = self._adam([p for n, p in self.named_parameters() if not n.startswith("discriminator.")], betas)
+        disc = self._adam(list(self.discriminator.parameters()), betas)
         schedules = [s for s in (self._schedule(gen), self._schedule(disc)) if s is not None]
         return [gen, disc], schedules
 
@@ -369,26 +391,26 @@ class EncoderDistillModule(_StageModule):
     STAGE = "encoder"
     EXTRA_METRICS = ("cosine",)
 
-    def __init__(self, feature_dim: int, image_size: int, split_row: int, encoder: str = "vgg",
-                 encoder_width: int = 32, encoder_weights: Optional[str] = None, encoder_loss: str = "mse",
-                 lr: float = 1e-4, weight_decay: float = 0.0, scheduler: str = "none", stage: str = "encoder"):
+    def __init__(self, feature_dim: int, image_size: int, split_row: int, encoder: str, encoder_width: int,
+                 encoder_weights: Optional[str], encoder_loss: str, lr: float, weight_decay: float, scheduler: str,
+                 beta1: float, beta2: float, stage: str = "encoder"):
         super().__init__()
         self._check_stage(stage)
-        if encoder_loss not in ("mse", "cosine"):
-            raise ValueError(f"encoder_loss must be mse or cosine, got '{encoder_loss}'")
+        if encoder_loss not in get_args(EncoderLoss):
+            raise ValueError(f"encoder_loss must be one of {', '.join(get_args(EncoderLoss))}, got '{encoder_loss}'")
         self.save_hyperparameters(logger=False)
         self.encoder = UpperEncoder(feature_dim, encoder, encoder_width, encoder_weights)
 
     @classmethod
+    def hparams_from_config(cls, cfg: DictConfig, feature_dim: int) -> dict[str, Any]:
+        model = cfg.model
+        return dict(feature_dim=int(feature_dim), encoder=str(model.encoder), encoder_width=int(model.encoder_width),
+                    encoder_weights=None if model.encoder_weights is None else str(model.encoder_weights),
+                    encoder_loss=str(model.encoder_loss), **_stage_kwargs(cfg, cls.STAGE))
+
+    @classmethod
     def from_config(cls, cfg: DictConfig, feature_dim: int) -> "EncoderDistillModule":
-        size = int(cfg.data.image_size)
-        s = cfg.stages[cls.STAGE]
-        weights = cfg.model.encoder_weights
-        return cls(feature_dim=int(feature_dim), image_size=size, split_row=split_row_for(size, cfg.data.split_row),
-                   encoder=str(cfg.model.encoder), encoder_width=int(cfg.model.encoder_width),
-                   encoder_weights=None if weights is None else str(weights),
-                   encoder_loss=str(cfg.model.encoder_loss), lr=float(s.lr), weight_decay=float(s.weight_decay),
-                   scheduler=str(s.scheduler))
+        return cls(**cls.hparams_from_config(cfg, feature_dim))
 
     def forward(self, upper: torch.Tensor) -> torch.Tensor:
         return self.encoder(upper)
@@ -432,6 +454,10 @@ def load_stage(path: str | Path, expected_stage: str, feature_dim: Optional[int]
     if feature_dim is not None and int(hparams["feature_dim"]) != int(feature_dim):
         raise StageMismatchError(f"checkpoint {path} has feature size {hparams['feature_dim']}, "
                                  f"the backbone gives {feature_dim}")
+    # hyperparameters added to the schema after the checkpoint was saved: the schema's default, which is
+    # what the module did before the key existed
+    known = STAGES[stage].hparams_from_config(OmegaConf.structured(Config), int(hparams["feature_dim"]))
+    hparams = {**known, **hparams}
     if stage == EncoderDistillModule.STAGE:
         hparams["encoder_weights"] = None  # the checkpoint already holds the trained weights
     module = STAGES[stage](**hparams)

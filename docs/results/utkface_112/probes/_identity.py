@@ -4,13 +4,14 @@ import os
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import numpy as np, torch
 from antimask.config import split_row_for
-from antimask.training import run_config, stage_checkpoint
+from antimask.runs import run_config, stage_checkpoint
 from antimask.models.modules import load_stage
-from antimask.models.antimask import composite
 from antimask.data.store import open_store
 from antimask.backbones.registry import backbone_from_config
 from antimask.backbones.cache import cached_features
-from antimask.evaluation.evaluate import faces_at, to_uint8, _tensor, _keep_real_rows
+from antimask.evaluation.evaluate import faces_at
+from antimask.faces.compositing import composite, keep_real_rows
+from antimask.faces.images import to_float, to_uint8
 
 
 class Run:
@@ -41,12 +42,12 @@ class Run:
 
     def draw(self, decoder, real, code):
         """The run's mask decoder's lower band from ``code`` (N, D) and the visible rows of ``real``, composited."""
-        x = _tensor(real); seam = int(self.cfg.model.seam_width)
+        x = to_float(real); seam = int(self.cfg.model.seam_width)
         with torch.no_grad():
             band = decoder.draw(torch.from_numpy(np.asarray(code, np.float32)), x[:, :, :self.R])
             out = composite(x, band, self.R, seam, int(self.cfg.model.seam_colour_rows))
-        return _keep_real_rows(to_uint8(out), real, self.R, seam)
+        return keep_real_rows(to_uint8(out), real, self.R, seam)
 
 
 def upper(faces, R):
-    return _tensor(faces)[:, :, :R]
+    return to_float(faces)[:, :, :R]

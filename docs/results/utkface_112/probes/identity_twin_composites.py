@@ -7,18 +7,21 @@ improved mask decoder 2 epochs with W * ||twin(completed) - dlib(real)|| per W:E
 import os, sys, time, json
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import numpy as np, torch, torch.nn.functional as F
-from antimask.training import run_config, stage_checkpoint
+from antimask.backbones import teacher_features
+from antimask.runs import run_config, stage_checkpoint
 from antimask.data.datamodule import FaceDataModule
 from antimask.models.components import UpperEncoder
 from antimask.models.modules import load_stage
-from antimask.models.antimask import AntiMask, composite
-from antimask.evaluation.evaluate import _batched, to_uint8, _keep_real_rows, _tensor
+from antimask.models.antimask import AntiMask
+from antimask.evaluation.evaluate import _batched
+from antimask.faces.compositing import composite, keep_real_rows
+from antimask.faces.images import to_float, to_uint8
 from antimask.evaluation.metrics import dlib_descriptors, identity_distance, l1, ssim
 
 torch.manual_seed(0); rng = np.random.default_rng(0)
 RUN = "runs/q112/utk/improved"
 cfg = run_config(RUN)
-dm = FaceDataModule(cfg, stage="mask_decoder"); dm.setup("fit")
+dm = FaceDataModule(cfg, stage="mask_decoder"); dm.setup("fit"); dm.attach_features(teacher_features(cfg, dm.store))
 S, R = 112, dm.split_row
 base = load_stage(stage_checkpoint(RUN, "mask_decoder"), "mask_decoder", dm.feature_dim).eval()
 enc = load_stage(stage_checkpoint(RUN, "encoder"), "encoder", dm.feature_dim).eval()
@@ -36,7 +39,7 @@ def make_pool(split, train):
     for _ in range(5):  # different identity
         same = ids[partner] == ids
         partner[same] = rng.integers(0, len(real), same.sum())
-    swap = _batched(lambda x, p: to_uint8(composite(x, _tensor(p)[:, :, R:], R, 4, 4)), real, 64, real[partner])
+    swap = _batched(lambda x, p: to_uint8(composite(x, to_float(p)[:, :, R:], R, 4, 4)), real, 64, real[partner])
     model_dec = base.decoder
     def drawn_fn(x, f):
         band = model_dec.draw(torch.from_numpy(f), x[:, :, :R])
@@ -54,7 +57,7 @@ print("val true distance swap", identity_distance(va["d_swap"], va["d_real"]).me
       "drawn", identity_distance(va["d_drawn"], va["d_real"]).mean(), flush=True)
 
 twin = UpperEncoder(dm.feature_dim, "timm:resnet18"); twin.load_state_dict(torch.load("/tmp/q/twin.pt"))
-def t(x): return _tensor(x)
+def t(x): return to_float(x)
 
 def twin_check(tag):
     twin.eval()
@@ -99,7 +102,7 @@ def evaluate(dec, split):
     rows = dm.store.rows(split, morphs=False)
     real = faces_at(dm.store, rows, S)
     model = AntiMask(enc.encoder, dec.decoder, S, R, 4, 4)
-    drawn = _keep_real_rows(_batched(lambda x: to_uint8(model(x)), real, 32), real, R, 4)
+    drawn = keep_real_rows(_batched(lambda x: to_uint8(model(x)), real, 32), real, R, 4)
     d = identity_distance(dlib_descriptors(drawn), dlib_descriptors(real))
     return dict(l1=round(float(l1(drawn, real, R).mean()), 4), ssim=round(float(ssim(drawn, real, R).mean()), 4),
                 identity=round(float(d.mean()), 4))

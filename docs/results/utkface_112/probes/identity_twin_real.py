@@ -7,18 +7,21 @@ W:EPOCHS argument and scores val/test anti-mask (dlib identity as in `antimask e
 import os, sys, time, json
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import numpy as np, torch, torch.nn.functional as F
-from antimask.training import run_config, stage_checkpoint
+from antimask.backbones import teacher_features
+from antimask.runs import run_config, stage_checkpoint
 from antimask.data.datamodule import FaceDataModule
 from antimask.models.components import UpperEncoder
 from antimask.models.modules import load_stage
 from antimask.models.antimask import AntiMask
-from antimask.evaluation.evaluate import _batched, to_uint8, _keep_real_rows, faces_at
+from antimask.evaluation.evaluate import _batched, faces_at
+from antimask.faces.compositing import keep_real_rows
+from antimask.faces.images import to_float, to_uint8
 from antimask.evaluation.metrics import dlib_descriptors, identity_distance, l1, ssim
 
 torch.manual_seed(0)
 RUN = "runs/q112/utk/improved"
 cfg = run_config(RUN)
-dm = FaceDataModule(cfg, stage="mask_decoder"); dm.setup("fit")
+dm = FaceDataModule(cfg, stage="mask_decoder"); dm.setup("fit"); dm.attach_features(teacher_features(cfg, dm.store))
 train = torch.utils.data.DataLoader(dm.dataset("train", train=True), batch_size=32, shuffle=True)
 TW = "/tmp/q/twin.pt"
 twin = UpperEncoder(dm.feature_dim, "timm:resnet18")
@@ -49,10 +52,10 @@ def evaluate(dec, split):
     rows = store.rows(split, morphs=False)
     real = faces_at(store, rows, 112)
     model = AntiMask(enc.encoder, dec.decoder, 112, split_row, 4, 4)
-    drawn = _keep_real_rows(_batched(lambda x: to_uint8(model(x)), real, 32), real, split_row, 4)
+    drawn = keep_real_rows(_batched(lambda x: to_uint8(model(x)), real, 32), real, split_row, 4)
     d = identity_distance(dlib_descriptors(drawn), dlib_descriptors(real))
     with torch.no_grad():
-        tw_real = twin(torch.from_numpy(real).permute(0,3,1,2).float()/255); tw_drawn = twin(torch.from_numpy(drawn).permute(0,3,1,2).float()/255)
+        tw_real = twin(to_float(real)); tw_drawn = twin(to_float(drawn))
     return dict(l1=float(l1(drawn, real, split_row).mean()), ssim=float(ssim(drawn, real, split_row).mean()),
                 identity=float(d.mean()), twin_cos=float(F.cosine_similarity(tw_real, tw_drawn).mean()))
 

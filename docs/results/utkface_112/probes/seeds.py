@@ -9,7 +9,7 @@ import os, sys, json
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import numpy as np
 from antimask.config import split_row_for
-from antimask.training import run_config, stage_checkpoint
+from antimask.runs import run_config, stage_checkpoint
 from antimask.models.modules import load_stage
 from antimask.data.store import open_store
 from antimask.evaluation.evaluate import draw_anti_mask, faces_at

@@ -53,7 +53,7 @@ class LandmarkHead(nn.Module):
 class TextureDecoder(nn.Module):
     """Fully connected grid, then transposed convolutions (BN/ReLU) to an (H, W) RGB image in [0, 1]."""
 
-    def __init__(self, in_dim: int, height: int, width: int, channels: int = 256, upsamplings: int = 4):
+    def __init__(self, in_dim: int, height: int, width: int, channels: int, upsamplings: int):
         super().__init__()
         if upsamplings < 1:
             raise ValueError(f"upsamplings must be at least 1, got {upsamplings}")
@@ -83,8 +83,8 @@ class TextureDecoder(nn.Module):
 class Decoder(nn.Module):
     """Features -> optional shared layer -> texture (B,3,H,W) and optional landmarks (B,K,2)."""
 
-    def __init__(self, feature_dim: int, height: int, width: int, num_landmarks: int = 0, shared_dim: int = 0,
-                 channels: int = 256, upsamplings: int = 4, landmark_sigmoid: bool = True):
+    def __init__(self, feature_dim: int, height: int, width: int, num_landmarks: int, shared_dim: int,
+                 channels: int, upsamplings: int, landmark_sigmoid: bool = True):
         super().__init__()
         self.shared: Optional[SharedLayer] = SharedLayer(feature_dim, shared_dim) if shared_dim > 0 else None
         trunk_dim = shared_dim if shared_dim > 0 else feature_dim
@@ -130,9 +130,8 @@ class AppearanceDecoder(nn.Module):
     Canvases that 2**levels does not divide are zero-padded at the bottom right and cropped after.
     """
 
-    def __init__(self, feature_dim: int, image_size: int, split_row: int, num_landmarks: int = 0,
-                 shared_dim: int = 0, channels: int = 256, levels: int = 4, landmark_sigmoid: bool = True,
-                 code_every_level: bool = False):
+    def __init__(self, feature_dim: int, image_size: int, split_row: int, num_landmarks: int,
+                 shared_dim: int, channels: int, levels: int, code_every_level: bool, landmark_sigmoid: bool = True):
         super().__init__()
         if levels < 1:
             raise ValueError(f"levels must be at least 1, got {levels}")

@@ -16,7 +16,7 @@ class PatchDiscriminator(nn.Module):
     still yields a 1x1 map.
     """
 
-    def __init__(self, in_channels: int = 3, width: int = 32, layers: int = 3):
+    def __init__(self, width: int, layers: int, in_channels: int = 3):
         super().__init__()
         if layers < 1:
             raise ValueError(f"layers must be at least 1, got {layers}")

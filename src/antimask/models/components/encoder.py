@@ -49,7 +49,7 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
 class UpperEncoder(nn.Module):
     """Upper crop (B,3,R,S) in [0,1] -> (B, feature_dim)."""
 
-    def __init__(self, feature_dim: int, arch: str = "vgg", width: int = 32, weights: Optional[str] = None):
+    def __init__(self, feature_dim: int, arch: str, width: int, weights: Optional[str] = None):
         super().__init__()
         self.arch = arch
         mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)

@@ -1,0 +1,85 @@
+"""`antimask train-all`: photos -> store -> morphs -> teacher features -> resized faces -> the three
+stages -> evaluation, each step skipped when its output is already there."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
+
+from antimask.backbones import backbone_from_config, cached_features
+from antimask.config import STAGES
+from antimask.data.augment import augment_store
+from antimask.data.prepare import prepare_store, sample_sources
+from antimask.data.resized import build_resized_cache, cache_valid
+from antimask.data.store import StoreError, open_store
+from antimask.evaluation.evaluate import evaluate_run
+from antimask.runs import finished_stage, read_manifest, reuse_stage, run_dir
+from antimask.training import train_stage as fit_stage
+
+
+def _uses_morphs(cfg: DictConfig) -> bool:
+    return bool(cfg.data.use_morphs and cfg.augment.enabled)
+
+
+def prepare_data(cfg: DictConfig) -> None:
+    """Everything a stage reads, made once (rank 0 only): the store (the embedded sample when no sources
+    are given and no store exists), its morphs, the backbone's features and the faces at data.image_size."""
+    root = Path(cfg.data.store)
+    sources = list(cfg.data.sources)
+    if sources or not (root / "header.json").exists():
+        prepare_store(sources or sample_sources(root.parent / "sample_photos"), root, cfg)
+    if _uses_morphs(cfg):
+        augment_store(root, cfg)
+    store = open_store(root)
+    cached_features(store, backbone_from_config(cfg), batch_size=int(cfg.backbone.batch_size))
+    build_resized_cache(store, int(cfg.data.image_size))
+
+
+def is_prepared(cfg: DictConfig) -> bool:
+    """Whether prepare_data has finished (for ranks that wait for rank 0 before opening the data)."""
+    try:
+        store = open_store(cfg.data.store)
+    except StoreError:
+        return False
+    if _uses_morphs(cfg) and not store.num_morphs:
+        return False
+    size = int(cfg.data.image_size)
+    return size == store.image_size or cache_valid(store, size)
+
+
+def train_stage(cfg: DictConfig, stage: str, datamodule=None) -> tuple[dict, dict]:
+    """`antimask train STAGE`: prepare what is missing (rank 0; the other ranks wait), then fit the stage."""
+    return fit_stage(cfg, stage, datamodule, prepare=lambda: prepare_data(cfg), is_prepared=lambda: is_prepared(cfg))
+
+
+def train_all(cfg: DictConfig, evaluate: bool = True) -> dict:
+    """prepare -> augment -> features -> face decoder -> mask decoder -> encoder -> evaluation.
+
+    Finished stages (same results-relevant config) are skipped; an interrupted stage resumes from its
+    last checkpoint. Returns the manifest.
+    """
+    folder = run_dir(cfg)
+    for stage in STAGES:
+        entry = read_manifest(folder).get("stages", {}).get(stage, {})
+        if stage in cfg.run.reuse and not entry.get("reused_from"):
+            reuse_stage(cfg, stage, Path(cfg.run.reuse[stage]))
+            continue
+        if finished_stage(cfg, stage) is not None:
+            print(f"[train-all] {stage}: done before, skipped ({entry['best_checkpoint']})")
+            continue
+        print(f"[train-all] {stage}: training (resumes from its last checkpoint if one exists)")
+        train_stage(OmegaConf.merge(cfg, {"trainer": {"ckpt_path": "last"}}), stage)
+    manifest = read_manifest(folder)
+    rank_zero = rank_zero_only.rank == 0
+    if evaluate and not cfg.trainer.fast_dev_run and rank_zero:
+        started = time.perf_counter()
+        result = evaluate_run(folder, split=cfg.eval.split)
+        manifest = read_manifest(folder)
+        print(f"[train-all] report: {result['paths']['report']} ({time.perf_counter() - started:.0f} s)")
+    if rank_zero:
+        print(f"[train-all] model: {folder / 'manifest.json'} (encoder + mask decoder checkpoints); "
+              f"use it with `antimask predict {folder} PHOTO --out OUT`")
+    return manifest

@@ -1,0 +1,228 @@
+"""The run folder: its saved config, its manifest of finished stages, and whether a stage may be reused.
+
+A run folder holds every stage of one experiment::
+
+    RUN/config.yaml  RUN/manifest.json
+    RUN/<stage>/checkpoints/{best,last}.ckpt  RUN/<stage>/metrics.csv  RUN/<stage>/images/
+
+Stages hand over through ``manifest.json`` (checkpoint paths, store digest, config hash, metrics),
+never through an implicit "latest" lookup. Training writes it (rank 0 only); evaluation and inference
+read it from here, so this module sits below all three.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from antimask.config import STAGES, Config, config_hash, load_config, save_config
+from antimask.errors import AntimaskError
+from antimask.files import atomic_write_json, read_json
+
+
+class ManifestError(AntimaskError, RuntimeError):
+    """A run folder whose manifest lacks a stage another stage needs, or points outside the run."""
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.run.dir)
+
+
+def stage_dir(cfg: DictConfig, stage: str) -> Path:
+    return run_dir(cfg) / stage
+
+
+def read_manifest(folder: str | Path) -> dict:
+    path = Path(folder) / "manifest.json"
+    return read_json(path) if path.exists() else {"stages": {}}
+
+
+def safe_path(folder: str | Path, relative: str) -> Path:
+    """A path from a manifest, resolved inside the run folder; anything pointing outside is refused."""
+    root = Path(folder).resolve()
+    path = (root / relative).resolve()
+    if root != path and root not in path.parents:
+        raise ManifestError(f"{Path(folder) / 'manifest.json'}: path '{relative}' points outside the run folder {root}")
+    return path
+
+
+def launch_dir(folder: str | Path, cfg: DictConfig) -> Path:
+    """The folder training was started in: the relative paths of a run's config are relative to it.
+
+    A run folder records ``run.dir`` as it was given; when the folder's real path ends with it (the usual
+    case, also after moving a project with its ``runs/``), what precedes it is where training ran. Otherwise
+    the manifest's record of the training folder, and failing that the current folder.
+    """
+    recorded = Path(os.path.normpath(str(cfg.run.dir)))
+    real = Path(folder).resolve()
+    if not recorded.is_absolute() and recorded.parts and real.parts[-len(recorded.parts):] == recorded.parts:
+        return Path(*real.parts[:-len(recorded.parts)])
+    workdir = read_manifest(folder).get("workdir")
+    return Path(workdir) if workdir and Path(workdir).is_dir() else Path.cwd()
+
+
+def resolve_from(base: Path, path: Optional[str]) -> Optional[str]:
+    """``path`` made absolute against ``base`` when it is relative (None stays None)."""
+    if path is None or Path(path).is_absolute():
+        return path
+    return str(base / path)
+
+
+# Paths in a run's config that evaluation and inference open (training resolves nothing: it runs where it was started).
+_RUN_PATHS = ("data.store", "backbone.weights", "model.perceptual_weights")
+
+
+def run_config(folder: str | Path, overrides: Optional[list[str]] = None) -> DictConfig:
+    """The resolved config a run was trained with (RUN/config.yaml), with ``key=value`` overrides.
+
+    Relative paths the run opens (its store, weights files) are resolved against the folder training ran
+    in, so ``antimask evaluate /elsewhere/runs/default`` finds ``runs/store`` beside it from any folder.
+    An override of such a path is taken as given (relative to the current folder).
+    """
+    path = Path(folder) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; {folder} is not a trained run folder "
+                                "(train it with `antimask train-all run.dir=...`)")
+    saved = load_config(path)
+    base = launch_dir(folder, saved)
+    overridden = {text.split("=", 1)[0].strip() for text in overrides or []}
+    resolved = [f"{key}={resolve_from(base, OmegaConf.select(saved, key))}" for key in _RUN_PATHS
+                if key not in overridden and OmegaConf.select(saved, key) is not None]
+    return load_config(path, resolved + list(overrides or []))
+
+
+def trained_store(folder: str | Path, cfg: DictConfig) -> Optional[Path]:
+    """The store the manifest says the run was trained on, resolved like ``run_config``'s paths."""
+    store = read_manifest(folder).get("store")
+    return None if store is None else Path(resolve_from(launch_dir(folder, load_config(Path(folder) / "config.yaml")),
+                                                        store)).resolve()
+
+
+def stage_checkpoint(folder: str | Path, stage: str, which: str = "best") -> Path:
+    """The checkpoint a finished stage recorded in the manifest."""
+    manifest = read_manifest(folder)
+    entry = manifest.get("stages", {}).get(stage)
+    if not entry or entry.get("status") != "done":
+        raise ManifestError(
+            f"{Path(folder) / 'manifest.json'}: stage '{stage}' has not finished in this run; "
+            f"train it first with `antimask train {stage} run.dir={folder}`")
+    path = safe_path(folder, entry[f"{which}_checkpoint"])
+    if not path.exists():
+        raise ManifestError(f"{path}: checkpoint of stage '{stage}' listed in the manifest is missing")
+    return path
+
+
+def update_manifest(cfg: DictConfig, stage: str, entry: dict, store_digest: str,
+                    split_digest: Optional[str] = None) -> dict:
+    folder = run_dir(cfg)
+    manifest = read_manifest(folder)
+    manifest.update({"config_hash": config_hash(cfg), "store": str(Path(cfg.data.store)), "store_digest": store_digest,
+                     "workdir": os.getcwd()})
+    if split_digest:
+        manifest["split_digest"] = split_digest
+    manifest.setdefault("stages", {})[stage] = entry
+    atomic_write_json(folder / "manifest.json", manifest)
+    return manifest
+
+
+# ------------------------------------------------------------------------------- was it trained with this?
+
+# Keys that do not change what a stage learns; a finished stage is reused when only these differ.
+_NOT_RESULTS = ("trainer.ckpt_path", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.accelerator",
+                "trainer.log_every_n_steps", "trainer.image_log_every_n_epochs", "data.num_workers",
+                "data.pin_memory", "data.persistent_workers", "prepare.workers", "augment.workers", "wandb", "run.name",
+                "run.reuse", "run.dir", "eval")
+
+
+def results_hash(cfg: DictConfig) -> str:
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for key in _NOT_RESULTS:
+        *parents, leaf = key.split(".")
+        holder = plain
+        for part in parents:
+            holder = holder.get(part, {})
+        holder.pop(leaf, None)
+    return config_hash(OmegaConf.create(plain))
+
+
+def _trained_before_new_keys(cfg: DictConfig, folder: Path, trained_hash: str) -> bool:
+    """A stage finished before keys were added to the schema has a hash over fewer keys. It still counts
+    as trained with ``cfg`` when the run's saved config is the one it was trained with (same hash), ``cfg``
+    agrees with it on every key it has, and leaves each key it lacks at the schema's default."""
+    path = folder / "config.yaml"
+    saved = OmegaConf.load(path) if path.is_file() else None
+    if saved is None or results_hash(saved) != trained_hash:
+        return False
+
+    def restrict(mine: dict, theirs: dict, default: dict) -> Optional[dict]:
+        """``mine`` on the keys of ``theirs``; None if a key ``theirs`` lacks is away from its default."""
+        kept = {}
+        for key, value in mine.items():
+            if key not in theirs:
+                if default.get(key, object()) != value:
+                    return None
+            elif isinstance(value, dict) and isinstance(theirs[key], dict):
+                kept[key] = restrict(value, theirs[key], default.get(key) or {})
+                if kept[key] is None:
+                    return None
+            else:
+                kept[key] = value
+        return kept
+
+    kept = restrict(OmegaConf.to_container(cfg, resolve=True), OmegaConf.to_container(saved, resolve=True),
+                    OmegaConf.to_container(OmegaConf.structured(Config), resolve=True))
+    return kept is not None and results_hash(OmegaConf.create(kept)) == trained_hash
+
+
+def finished_stage(cfg: DictConfig, stage: str) -> Optional[dict]:
+    """The manifest entry of ``stage`` when it finished with this config (None when it has not finished);
+    a ManifestError when it finished with another config."""
+    folder = run_dir(cfg)
+    entry = read_manifest(folder).get("stages", {}).get(stage, {})
+    if entry.get("status") != "done":
+        return None
+    trained = entry.get("config_hash")
+    if trained != results_hash(cfg) and not _trained_before_new_keys(cfg, folder, trained):
+        raise ManifestError(f"{folder / 'manifest.json'}: stage '{stage}' was trained with another config; use a new "
+                            f"run.dir, or delete {folder / stage} to retrain it")
+    return entry
+
+
+# -------------------------------------------------------------------------------------------- reuse
+
+_REUSE_MUST_MATCH = ("data.store", "data.image_size", "data.split_row", "backbone.name", "backbone.weights",
+                     "backbone.layer")
+
+
+def reuse_stage(cfg: DictConfig, stage: str, source: Path) -> dict:
+    """Copy another run's finished stage (checkpoint, loss history, manifest entry) into this run."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage '{stage}'; one of {', '.join(STAGES)}")
+    folder = run_dir(cfg)
+    theirs = run_config(source)
+    for key in _REUSE_MUST_MATCH:
+        a, b = OmegaConf.select(cfg, key), OmegaConf.select(theirs, key)
+        if key == "data.store":
+            a, b = Path(a).resolve(), Path(b).resolve()
+        if a != b:
+            raise ManifestError(f"run.reuse.{stage}={source}: that run has {key}={b}, this run {a}; "
+                                "a stage can only be reused on the same store, face size and backbone")
+    best = stage_checkpoint(source, stage)
+    entry = dict(read_manifest(source)["stages"][stage])
+    target = stage_dir(cfg, stage)
+    (target / "checkpoints").mkdir(parents=True, exist_ok=True)
+    copied = target / "checkpoints" / "best.ckpt"
+    shutil.copy2(best, copied.with_suffix(".ckpt.part"))
+    copied.with_suffix(".ckpt.part").replace(copied)
+    if (source / stage / "metrics.csv").is_file():
+        shutil.copy2(source / stage / "metrics.csv", target / "metrics.csv")
+    entry.update(best_checkpoint=os.path.relpath(copied, folder), last_checkpoint=os.path.relpath(copied, folder),
+                 reused_from=str(source), config_hash=results_hash(cfg))
+    save_config(cfg, folder)
+    print(f"[train-all] {stage}: reused from {source} ({entry['best_checkpoint']})")
+    manifest = read_manifest(source)
+    return update_manifest(cfg, stage, entry, manifest.get("store_digest", ""), manifest.get("split_digest"))
