@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from omegaconf.nodes import LiteralNode
 
 from antimask.errors import AntimaskError
+from antimask.files import atomic_write_text
 
 # The paper's geometry: a 224x224 aligned face whose top 96 rows stay visible above the mask.
 PAPER_IMAGE_SIZE = 224
@@ -565,8 +566,6 @@ def config_hash(cfg: DictConfig) -> str:
 
 def save_config(cfg: DictConfig, folder: str | Path, name: str = "config.yaml") -> Path:
     """Write the resolved config beside an output (atomically)."""
-    from antimask.files import atomic_write_text
-
     path = Path(folder) / name
     atomic_write_text(path, to_yaml(cfg))
     return path

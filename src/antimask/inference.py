@@ -20,6 +20,8 @@ from antimask.faces.compositing import paste_alpha, paste_back
 from antimask.faces.finder import Face
 from antimask.faces.images import to_float, to_uint8
 from antimask.faces.photos import Rejected, find_images, load_rgb
+from antimask.files import atomic_path
+from antimask.models.antimask import AntiMask
 from antimask.runs import run_config, stage_checkpoint
 
 PNG_KEY = "antimask"
@@ -31,8 +33,6 @@ PNG_NOTICE = ("The lower face in this image was synthesized by antimask (a train
 
 def load_model(run_dir: str | Path, cfg: DictConfig):
     """AntiMask from the run's finished encoder and mask decoder stages (ManifestError names a missing one)."""
-    from antimask.models.antimask import AntiMask
-
     encoder = stage_checkpoint(run_dir, "encoder")
     decoder = stage_checkpoint(run_dir, "mask_decoder")
     return AntiMask.from_checkpoints(encoder, decoder, seam_width=int(cfg.model.seam_width),
@@ -69,7 +69,6 @@ def save_png(path: Path, image: np.ndarray) -> Path:
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
-    from antimask.files import atomic_path
 
     info = PngInfo()
     info.add_text(PNG_KEY, PNG_NOTICE)

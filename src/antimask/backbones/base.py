@@ -10,7 +10,7 @@ import functools
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F

@@ -13,8 +13,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from antimask.faces import dlib_models
 from antimask.backbones.base import FrozenBackbone, WeightsError, file_sha256, register_backbone
+from antimask.faces import dlib_models
 from antimask.faces.align import template
 from antimask.faces.images import to_uint8
 

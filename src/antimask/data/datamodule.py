@@ -24,10 +24,10 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 from antimask.config import split_row_for
-from antimask.faces.align import FLIP_PERMUTATION, LOWER_POINTS
-from antimask.faces.images import to_float
 from antimask.data.resized import cache_path, cache_valid
 from antimask.data.store import RowArray, Store, StoreError, open_store, rebuild_hint
+from antimask.faces.align import FLIP_PERMUTATION, LOWER_POINTS
+from antimask.faces.images import to_float
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 

@@ -24,7 +24,6 @@ import numpy as np
 from scipy.spatial.distance import cdist
 
 
-
 def face_features(images: np.ndarray, landmarks: np.ndarray, feature_size: int,
                   rows: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
     """(L, T): landmarks as float64 (N, 136) and uint8 pixels (N, 3 * feature_size**2) at feature_size.

@@ -23,7 +23,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from antimask.config import FaceFinderConfig, PrepareConfig, split_row_for
+from antimask.config import FaceFinderConfig, PrepareConfig, save_config, split_row_for
+from antimask.data.sample import write_sample
 from antimask.data.store import SPLITS, Table, read_table, write_group
 from antimask.faces import finder
 from antimask.faces.photos import Rejected, find_images, load_rgb
@@ -290,7 +291,6 @@ def _consolidate(out: Path, photos: list[Photo], rejected: list[tuple[str, str]]
         "image_size": size,
     }
     atomic_write_json(out / "summary.json", summary)
-    from antimask.config import save_config
 
     save_config(cfg, out, "prepare_config.yaml")
     return summary
@@ -332,6 +332,4 @@ def _write_photo_group(out: Path, accepted: list, records: list[dict], size: int
 
 def sample_sources(folder: Optional[str | Path] = None) -> list[Path]:
     """The embedded sample's photo folder, written on first use (see ``antimask.data.sample``)."""
-    from antimask.data.sample import write_sample
-
     return [write_sample(folder)]

@@ -19,7 +19,11 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from antimask.backbones import backbone_from_config, cached_features
 from antimask.config import STAGES, split_row_for
+from antimask.data.resized import faces_at
+from antimask.data.store import open_store
+from antimask.errors import AntimaskError
 from antimask.evaluation.baselines import BASELINES, create_baseline
 from antimask.evaluation.metrics import (
     cosine_similarity,
@@ -32,13 +36,10 @@ from antimask.evaluation.metrics import (
     verified,
 )
 from antimask.evaluation.report import METRICS, RANDOM_PAIR, write_report
-from antimask.backbones import backbone_from_config, cached_features
-from antimask.data.resized import faces_at
-from antimask.data.store import open_store
-from antimask.errors import AntimaskError
 from antimask.faces.compositing import composite, keep_real_rows, match_seam_colour_np
 from antimask.faces.images import to_float, to_uint8
 from antimask.files import atomic_write_text
+from antimask.models.antimask import AntiMask
 from antimask.models.modules import load_stage
 from antimask.runs import read_manifest, run_config, stage_checkpoint, trained_store
 
@@ -94,8 +95,6 @@ def _batched(fn, faces: np.ndarray, batch_size: int, *extra: np.ndarray) -> np.n
 def draw_anti_mask(encoder, mask_decoder, real: np.ndarray, split_row: int, seam_width: int,
                    batch_size: int, seam_colour_rows: int = 0) -> np.ndarray:
     """Encoder + mask decoder composited exactly as ``AntiMask`` does (rows of seam weight 0 are real)."""
-    from antimask.models.antimask import AntiMask
-
     model = AntiMask(encoder.encoder, mask_decoder.decoder, real.shape[1], split_row, seam_width, seam_colour_rows)
     return keep_real_rows(_batched(lambda x: to_uint8(model(x)), real, batch_size), real, split_row, seam_width)
 

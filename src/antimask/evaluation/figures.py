@@ -10,6 +10,8 @@ from typing import Optional
 
 import numpy as np
 
+from antimask.files import atomic_path
+
 
 def _plt():
     import matplotlib
@@ -21,8 +23,6 @@ def _plt():
 
 
 def _save(fig, path: Path) -> Path:
-    from antimask.files import atomic_path
-
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")

@@ -12,7 +12,9 @@ from typing import Optional
 import numpy as np
 import torch
 
+from antimask.backbones import create_backbone
 from antimask.faces.align import EYES, LOWER_POINTS, TEMPLATE_SIZE, template
+from antimask.faces.dlib_models import shape_predictor
 from antimask.faces.images import to_float, to_uint8
 
 LEFT_EYE = EYES[:6]  # dlib 36-41
@@ -169,8 +171,6 @@ def dlib_descriptors(faces: np.ndarray, batch_size: int = 32) -> np.ndarray:
     template's (the faces are aligned), so no detector runs and a drawn face is described exactly
     where the real one is.
     """
-    from antimask.backbones import create_backbone
-
     model = create_backbone("dlib", size=TEMPLATE_SIZE)
     images = _as_uint8_at(faces, TEMPLATE_SIZE)
     out = [model.describe(images[start:start + batch_size]) for start in range(0, len(images), batch_size)]
@@ -184,8 +184,6 @@ def predict_landmarks(faces: np.ndarray) -> np.ndarray:
     The face box is the template's landmark extent (no detector: the faces are aligned); faces are
     upscaled to 224 first, where the predictor was trained on faces of that scale.
     """
-    from antimask.faces.dlib_models import shape_predictor
-
     arr = np.asarray(faces)
     size = arr.shape[-2]
     predictor = shape_predictor()

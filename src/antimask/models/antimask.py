@@ -13,6 +13,7 @@ from torch import nn
 
 from antimask.faces.compositing import composite
 from antimask.models.components import UpperEncoder
+from antimask.models.modules import EncoderDistillModule, MaskDecoderModule, load_stage
 
 
 class AntiMask(nn.Module):
@@ -34,7 +35,6 @@ class AntiMask(nn.Module):
     @classmethod
     def from_checkpoints(cls, encoder_ckpt: str | Path, mask_decoder_ckpt: str | Path,
                          seam_width: int = 4, seam_colour_rows: int = 0) -> "AntiMask":
-        from antimask.models.modules import EncoderDistillModule, MaskDecoderModule, load_stage
 
         enc = load_stage(encoder_ckpt, EncoderDistillModule.STAGE)
         dec = load_stage(mask_decoder_ckpt, MaskDecoderModule.STAGE, enc.hparams.feature_dim)

@@ -19,12 +19,13 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MeanMetric, MinMetric
 
+from antimask.backbones import backbone_from_config
 from antimask.config import Config, EncoderLoss, decoder_rule_violations, split_row_for
 from antimask.errors import AntimaskError
 from antimask.faces.align import LOWER_POINTS, TEMPLATE_224, TEMPLATE_SIZE
 from antimask.models.components import AppearanceDecoder, Decoder, LandmarkWarp, UpperEncoder
 from antimask.models.components.discriminator import PatchDiscriminator, discriminator_loss, generator_loss
-from antimask.models.losses import ssim_loss
+from antimask.models.losses import IdentityLoss, PerceptualLoss, ssim_loss
 
 NUM_LANDMARKS = 68
 
@@ -220,8 +221,6 @@ class MaskDecoderModule(_StageModule):
 
     def attach_identity_backbone(self, backbone) -> None:
         """The frozen backbone the identity loss runs through (it must be differentiable)."""
-        from antimask.models.losses import IdentityLoss
-
         self._frozen["identity"] = IdentityLoss(backbone)
 
     def _loss_net(self, name: str) -> torch.nn.Module:
@@ -229,8 +228,6 @@ class MaskDecoderModule(_StageModule):
             if name == "identity":
                 raise RuntimeError("identity_weight > 0 needs attach_identity_backbone(backbone) before training "
                                    "(MaskDecoderModule.from_config does it)")
-            from antimask.models.losses import PerceptualLoss
-
             hp = self.hparams
             self._frozen[name] = PerceptualLoss(hp.perceptual_net, hp.perceptual_weights, hp.perceptual_stages
                                                 ).to(self.device)
@@ -260,8 +257,6 @@ class MaskDecoderModule(_StageModule):
                     face_decoder_ckpt: Optional[str | Path] = None) -> "MaskDecoderModule":
         module = cls(**cls.hparams_from_config(cfg, feature_dim))
         if module.hparams.identity_weight > 0:
-            from antimask.backbones import backbone_from_config
-
             module.attach_identity_backbone(backbone_from_config(cfg))
         # model.init_from_face_decoder says whether the pipeline hands over the face decoder's checkpoint
         if face_decoder_ckpt is not None:

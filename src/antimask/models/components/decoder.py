@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from antimask.models.components.warp import tps_warp
+
 # Channels never shrink below this while the grid grows (keeps the last layers expressive).
 _MIN_CHANNELS = 16
 
@@ -228,8 +230,6 @@ class LandmarkWarp(nn.Module):
         return torch.stack([points[..., 0], (points[..., 1] * s - r) / (s - r)], -1)
 
     def forward(self, band: torch.Tensor, points: Optional[torch.Tensor]) -> torch.Tensor:
-        from antimask.models.components.warp import tps_warp
-
         if points is None or points.shape[1] != self.template.shape[1]:
             got = None if points is None else tuple(points.shape)
             raise ValueError(f"the landmark warp needs {self.template.shape[1]} predicted points, got {got}")
