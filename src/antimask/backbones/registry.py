@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 # The built-in backbones register themselves when imported.
-from antimask.backbones import dlib_descriptor, vggface  # noqa: F401
+from antimask.backbones import dlib_descriptor, face_networks, vggface  # noqa: F401
 from antimask.backbones.base import (  # noqa: F401  (re-exported: the registry is where users look)
     _REGISTRY,
     BackboneError,

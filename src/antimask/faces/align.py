@@ -125,3 +125,90 @@ def estimate_yaw(landmarks: np.ndarray) -> float:
     # Rotation about the vertical axis, in the face's frame (y up in the model, down in the image).
     yaw = np.degrees(np.arcsin(np.clip(-rot[2, 0], -1.0, 1.0)))
     return float(yaw)
+
+
+# --- Crops that pretrained face networks expect, from our landmarks or from our template ---
+# ArcFace's five-point template at 112x112 (insightface): eye centres, nose tip, mouth corners, as
+# (x, y) in the image (the first eye is the one on the image's left). MobileFaceNet was trained on it.
+ARCFACE_SIZE = 112
+ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
+                        [70.7299, 92.2041]], dtype=np.float32)
+# The face box FaceRes (@vladmandic/human) sees: its detector's box enlarged 1.4x and squared. Our
+# stand-in for that box is the box of the 68 landmarks, enlarged by the same factor.
+FACE_BOX_SCALE = 1.4
+
+
+def five_points(landmarks: np.ndarray) -> np.ndarray:
+    """ArcFace's five points from dlib's 68: eye centres (36-41, 42-47), nose tip 30, mouth corners 48, 54."""
+    pts = np.asarray(landmarks, np.float64)
+    return np.stack([pts[36:42].mean(0), pts[42:48].mean(0), pts[30], pts[48], pts[54]]).astype(np.float32)
+
+
+def arcface_matrix(landmarks: np.ndarray, size: int = ARCFACE_SIZE) -> np.ndarray:
+    """The 2x3 similarity that maps a face (its 68 landmarks) onto ArcFace's five-point crop at size."""
+    return similarity_transform(five_points(landmarks), ARCFACE_112 * (size / ARCFACE_SIZE))
+
+
+def face_box_matrix(landmarks: np.ndarray, size: int, scale: float = FACE_BOX_SCALE) -> np.ndarray:
+    """The 2x3 matrix that maps the landmarks' box, enlarged ``scale`` times and squared, onto size x size."""
+    pts = np.asarray(landmarks, np.float64)
+    lo, hi = pts.min(0), pts.max(0)
+    center, side = (lo + hi) / 2, scale * float((hi - lo).max())
+    k = size / side
+    # pixel centres: the box's edges land on the crop's outer edges (-0.5 and size - 0.5)
+    return np.array([[k, 0.0, -(center[0] - side / 2) * k - 0.5], [0.0, k, -(center[1] - side / 2) * k - 0.5]])
+
+
+def network_crop_matrix(landmarks: np.ndarray, crop: str, size: int) -> np.ndarray:
+    """The 2x3 matrix from a photo (its 68 landmarks) to a network's crop: ``"arcface"`` or ``"face_box"``.
+
+    The face box is taken after aligning onto our template, so a turned head gives the same crop as
+    an upright one (as on our aligned faces).
+    """
+    if crop == "arcface":
+        return arcface_matrix(landmarks, size)
+    if crop == "face_box":
+        to_template = alignment_matrix(landmarks, TEMPLATE_SIZE)
+        box = face_box_matrix(template(TEMPLATE_SIZE), size)
+        return np.vstack([box, [0, 0, 1]])[:2] @ np.vstack([to_template, [0, 0, 1]])
+    raise ValueError(f"unknown network crop {crop!r}; known: arcface, face_box")
+
+
+def template_crop_matrix(crop: str, face_size: int, size: int) -> np.ndarray:
+    """The same crop for a face already aligned on our template at face_size: a constant per size."""
+    return network_crop_matrix(template(face_size), crop, size) if crop == "arcface" else \
+        face_box_matrix(template(face_size), size)
+
+
+def network_crop(image: np.ndarray, landmarks: np.ndarray, crop: str, size: int) -> np.ndarray:
+    """A photo's face cut as a network expects it (uint8 RGB in, uint8 (size, size, 3) out)."""
+    return warp_face(image, network_crop_matrix(landmarks, crop, size), size)
+
+
+def warp_faces(x, matrix: np.ndarray, size: int):
+    """Differentiable ``warp_face`` for a batch: float (B, C, H, W) -> (B, C, size, size) under one 2x3 matrix.
+
+    Downscaling first goes through an antialiased resize, since bilinear sampling alone would alias
+    (our 224 face is about 2.3 times the ArcFace crop); borders are replicated, as in ``warp_face``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    m = np.vstack([np.asarray(matrix, np.float64), [0, 0, 1]])
+    h, w = x.shape[-2:]
+    scale = float(np.sqrt(abs(np.linalg.det(m[:2, :2]))))
+    if scale < 0.9:
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+        sy, sx = nh / h, nw / w
+        # resized pixel x' = (x + 0.5) * s - 0.5; the crop matrix now starts from the resized image
+        resize = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]])
+        m = m @ np.linalg.inv(resize)
+        h, w = nh, nw
+    inv = np.linalg.inv(m)  # crop pixel -> input pixel
+    # normalised coordinates (align_corners=False): u = (2 px + 1) / n - 1
+    to_norm_in = np.array([[2 / w, 0, 1 / w - 1], [0, 2 / h, 1 / h - 1], [0, 0, 1]])
+    from_norm_out = np.linalg.inv(np.array([[2 / size, 0, 1 / size - 1], [0, 2 / size, 1 / size - 1], [0, 0, 1]]))
+    theta = torch.as_tensor((to_norm_in @ inv @ from_norm_out)[:2], dtype=x.dtype, device=x.device)
+    grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), [x.shape[0], x.shape[1], size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
