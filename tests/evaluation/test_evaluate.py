@@ -19,7 +19,7 @@ from antimask.faces.compositing import seam_weights
 from antimask.config import STAGES
 from antimask.pipeline import train_stage
 from antimask.runs import ManifestError
-from helpers import adult_utkface
+from helpers import adult_utkface, require_face_networks
 
 from real_faces import align_photos, write_store
 
@@ -76,8 +76,10 @@ def test_metrics_json_holds_every_method_and_metric(evaluation):
     assert set(methods) == {*MODEL_METHODS, *BASELINES}
     header = "| metric | " + " | ".join([*MODEL_METHODS, *BASELINES]) + " |"
     assert header in Path(evaluation["paths"]["report"]).read_text().splitlines()
+    # judge_distance needs the independent judge's weights (make face-networks); the test below requires them
+    expected = set(METRICS) if data["context"]["judge"] else set(METRICS) - {"judge_distance"}
     for method, per in methods.items():
-        assert set(per) == set(METRICS), method
+        assert set(per) == expected, method
         for metric, stats in per.items():
             assert len(stats["values"]) == evaluation["n_faces"] == 8, (method, metric)
     assert data["cosine_random_pair"]["n"] > 0
@@ -170,3 +172,36 @@ def test_another_store_is_a_cross_dataset_evaluation(runs, tmp_path):
     text = Path(result["paths"]["report"]).read_text()
     assert f"cross-dataset: the models were trained on {runs['store']}" in text and str(other) in text
     assert result["n_faces"] == min(8, len(range(0, len(rows), 3)))
+
+
+def test_identity_is_also_judged_by_a_network_that_is_not_the_teacher(evaluation, runs):
+    """With dlib as the teacher, FaceRes judges identity beside dlib's distance, and the report names it."""
+    require_face_networks()
+    from antimask.evaluation.evaluate import backbone_features, identity_judge, judge_distances
+
+    data = json.loads(Path(evaluation["paths"]["metrics"]).read_text())
+    assert data["context"]["judge"] == "faceres" and data["context"]["backbone"] == "dlib"
+    report = Path(evaluation["paths"]["report"]).read_text()
+    assert "- independent identity judge: faceres (not the teacher" in report
+    assert "| identity distance, faceres (independent judge: 1 - cosine) (lower is better) |" in report
+    for method, per in data["methods"].items():
+        values = np.asarray(per["judge_distance"]["values"], float)
+        assert np.isfinite(values).all() and (values > 1e-4).all() and (values < 2).all(), method
+    # The judge's distance of a face to itself is 0: what the methods are measured against.
+    judge, note = identity_judge(load_config(runs["main"] / "config.yaml"))
+    assert judge.name == "faceres" and note is None
+    real = evaluation["real"]
+    assert np.abs(judge_distances(judge, real, backbone_features(judge, real, 224, 8), 224, 8)).max() < 1e-5
+    # With FaceRes as the teacher, dlib judges; none at all is a choice too.
+    teacher_faceres = load_config(None, ["backbone.name=faceres"])
+    assert identity_judge(teacher_faceres)[0].name == "dlib"
+    assert identity_judge(load_config(None, ["eval.judge=none"])) == (None, None)
+
+
+def test_without_the_judge_weights_the_report_says_why(monkeypatch):
+    """auto finds no independent judge when FaceRes's files are missing and dlib is the teacher: a note, no error."""
+    from antimask.evaluation import evaluate as module
+
+    monkeypatch.setenv("ANTIMASK_FACE_NETWORKS", "/nonexistent/face-networks")
+    judge, note = module.identity_judge(load_config(None, []))
+    assert judge is None and "faceres" in note and "make face-networks" in note

@@ -12,7 +12,7 @@ from antimask.faces.align import LOWER_POINTS, TEMPLATE_224
 from antimask.models import MaskDecoderModule, load_stage
 from antimask.models.antimask import AntiMask
 from antimask.models.components import AppearanceDecoder, Decoder, LandmarkWarp, UpperEncoder
-from helpers import build_module
+from helpers import build_module, require_face_networks
 
 FEATURES = 16
 
@@ -171,6 +171,30 @@ def test_identity_loss_runs_through_a_differentiable_backbone(small_cfg, synthet
     loss.backward()
     assert module.decoder.texture.fc.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in backbone.parameters())
+
+
+def test_identity_loss_through_faceres_when_the_teacher_is_dlib(small_cfg, synthetic):
+    """model.identity_net=faceres: the loss runs the drawn and the real face through FaceRes (the real face's
+    features computed on the fly, not the teacher's cached ones) and its gradient reaches the decoder."""
+    require_face_networks()
+    batch = next(iter(synthetic(4)))
+    torch.manual_seed(0)
+    plain = MaskDecoderModule.from_config(small_cfg(), FEATURES)
+    torch.manual_seed(0)
+    module = MaskDecoderModule.from_config(small_cfg("model.identity_weight=10", "model.identity_net=faceres"),
+                                           FEATURES)
+    assert module.hparams.identity_net == "faceres" and module._loss_net("identity").backbone.name == "faceres"
+    target = module._identity_target(batch)
+    assert target.shape == (4, 1024) and not target.requires_grad
+    loss, _ = module.compute_losses(batch)
+    assert float(loss) > float(plain.compute_losses(batch)[0])
+    loss.backward()
+    assert module.decoder.texture.fc.weight.grad.abs().sum() > 0
+    assert not any("_frozen" in k for k in module.state_dict())
+    # The identity network named as the teacher itself uses the teacher's cached features, as before.
+    same = MaskDecoderModule.from_config(small_cfg("backbone.name=faceres", "model.identity_weight=1",
+                                                   "model.identity_net=faceres"), 1024)
+    assert same.hparams.identity_net is None
 
 
 def test_perceptual_term_uses_the_weights_file(small_cfg, synthetic, tmp_path):

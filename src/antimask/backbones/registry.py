@@ -22,8 +22,7 @@ from antimask.backbones.base import (  # noqa: F401  (re-exported: the registry 
     register_backbone,
 )
 from antimask.backbones.timm_backbone import create_timm_backbone
-
-TIMM_PREFIX = "timm:"
+from antimask.config import TIMM_PREFIX
 
 
 def list_backbones() -> list[str]:

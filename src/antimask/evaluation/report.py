@@ -25,6 +25,7 @@ METRICS: dict[str, tuple[str, bool]] = {
     "ssim_face": ("SSIM, whole face", True),
     "cosine": ("teacher-feature cosine, drawn vs real", True),
     "identity_distance": ("identity distance (dlib descriptors)", False),
+    "judge_distance": ("identity distance under the independent judge (1 - cosine)", False),
     "verified": ("verified as the same person (share)", True),
     "landmark_error": ("lower landmark error / inter-ocular", False),
 }
@@ -161,7 +162,10 @@ def write_report(out_dir: str | Path, results: dict[str, dict[str, Any]], contex
 
     # ---- report.md
     lines = [f"# Anti-Mask evaluation{': ' + str(context['name']) if context.get('name') else ''}", ""]
-    info = [("backbone", backbone), ("identity network", identity_network), ("split", context.get("split")),
+    judge = context.get("judge")
+    info = [("backbone", backbone), ("identity network", identity_network),
+            ("independent identity judge", f"{judge} (not the teacher; judge_distance)" if judge else None),
+            ("split", context.get("split")),
             ("faces", n_faces), ("split row", context.get("split_row"))]
     lines += [f"- {k}: {v}" for k, v in info if v is not None]
     trained, evaluated = context.get("trained_on_store"), context.get("evaluated_on_store")
@@ -172,11 +176,16 @@ def write_report(out_dir: str | Path, results: dict[str, dict[str, Any]], contex
               f"seed {seed}", f"- verified: dlib descriptor distance < {eval_cfg.verify_threshold}", ""]
     if same_network:
         lines += ["> Note: identity is measured with the same network that gives the features "
-                  f"({identity_network}), so identity metrics favour methods trained on those features.", ""]
+                  f"({identity_network}), so identity metrics favour methods trained on those features"
+                  + (f"; the independent judge {judge} does not." if judge else "."), ""]
+    if context.get("judge_note"):
+        lines += [f"> {context['judge_note']}", ""]
     header = "| metric | " + " | ".join(methods) + " |"
     lines += [header, "|---" * (len(methods) + 1) + "|"]
     for k in metric_names:
         label, higher = METRICS.get(k, (k, None))
+        if k == "judge_distance" and judge:
+            label = f"identity distance, {judge} (independent judge: 1 - cosine)"
         arrow = "" if higher is None else (" (higher is better)" if higher else " (lower is better)")
         cells = [_cell(summaries[m][k]) if k in summaries[m] else "-" for m in methods]
         lines.append(f"| {label}{arrow} | " + " | ".join(cells) + " |")

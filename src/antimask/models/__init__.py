@@ -3,7 +3,7 @@
 from antimask.models.antimask import AntiMask
 from antimask.models.callbacks import ImageGridCallback, render_grid
 from antimask.models.modules import (
-    STAGES,
+    STAGE_MODULES,
     EncoderDistillModule,
     FaceDecoderModule,
     MaskDecoderModule,
@@ -12,4 +12,4 @@ from antimask.models.modules import (
 )
 
 __all__ = ["AntiMask", "EncoderDistillModule", "FaceDecoderModule", "ImageGridCallback", "MaskDecoderModule",
-           "STAGES", "StageMismatchError", "load_stage", "render_grid"]
+           "STAGE_MODULES", "StageMismatchError", "load_stage", "render_grid"]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MeanMetric, MinMetric
 
-from antimask.backbones import backbone_from_config
+from antimask.backbones import backbone_from_config, create_backbone
 from antimask.config import Config, EncoderLoss, decoder_rule_violations, split_row_for
 from antimask.errors import AntimaskError
 from antimask.faces.align import LOWER_POINTS, TEMPLATE_224, TEMPLATE_SIZE
@@ -193,7 +193,7 @@ class MaskDecoderModule(_StageModule):
                  perceptual_weight: float, perceptual_net: str, perceptual_weights: Optional[str],
                  perceptual_stages: int, adversarial_weight: float, discriminator_width: int,
                  discriminator_layers: int, adversarial_beta1: float, adversarial_beta2: float,
-                 code_every_level: bool,
+                 code_every_level: bool, identity_net: Optional[str],
                  stage: str = "mask_decoder"):
         super().__init__()
         self._check_stage(stage)
@@ -220,8 +220,17 @@ class MaskDecoderModule(_StageModule):
         self._frozen: dict[str, torch.nn.Module] = {}  # identity / perceptual loss nets: not in the state dict
 
     def attach_identity_backbone(self, backbone) -> None:
-        """The frozen backbone the identity loss runs through (it must be differentiable)."""
+        """The frozen backbone the identity loss runs through (it must be differentiable). Unless it is the
+        teacher (whose cached features of the real face come with the batch), its features of the real face
+        are computed on the fly."""
         self._frozen["identity"] = IdentityLoss(backbone)
+
+    def _identity_target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.hparams.get("identity_net") is None:
+            return batch["features"]
+        net = self._loss_net("identity").backbone
+        with torch.no_grad():
+            return net.features(net.preprocess(batch["face"])).float()
 
     def _loss_net(self, name: str) -> torch.nn.Module:
         if name not in self._frozen:
@@ -250,6 +259,8 @@ class MaskDecoderModule(_StageModule):
             discriminator_width=int(model.discriminator_width), discriminator_layers=int(model.discriminator_layers),
             adversarial_beta1=float(model.adversarial_betas[0]), adversarial_beta2=float(model.adversarial_betas[1]),
             code_every_level=bool(model.code_every_level),
+            # None: the teacher itself (its cached features of the real face are the target)
+            identity_net=None if model.identity_net in (None, cfg.backbone.name) else str(model.identity_net),
             **_decoder_kwargs(cfg, cls.STAGE))
 
     @classmethod
@@ -257,7 +268,9 @@ class MaskDecoderModule(_StageModule):
                     face_decoder_ckpt: Optional[str | Path] = None) -> "MaskDecoderModule":
         module = cls(**cls.hparams_from_config(cfg, feature_dim))
         if module.hparams.identity_weight > 0:
-            module.attach_identity_backbone(backbone_from_config(cfg))
+            identity_net = module.hparams.identity_net
+            module.attach_identity_backbone(create_backbone(identity_net) if identity_net
+                                            else backbone_from_config(cfg))
         # model.init_from_face_decoder says whether the pipeline hands over the face decoder's checkpoint
         if face_decoder_ckpt is not None:
             module.init_from_face_decoder(face_decoder_ckpt)
@@ -336,7 +349,7 @@ class MaskDecoderModule(_StageModule):
         if needs_face:
             completed = torch.cat([batch["upper"], lower], dim=2)
             if hp.identity_weight > 0:
-                loss = loss + hp.identity_weight * self._loss_net("identity")(completed, batch["features"])
+                loss = loss + hp.identity_weight * self._loss_net("identity")(completed, self._identity_target(batch))
             if adversarial:
                 loss = loss + hp.adversarial_weight * generator_loss(self.discriminator(completed))
                 extra["completed"] = completed
@@ -421,7 +434,7 @@ class EncoderDistillModule(_StageModule):
         return self.encoder(batch["upper"])
 
 
-STAGES: dict[str, type[_StageModule]] = {
+STAGE_MODULES: dict[str, type[_StageModule]] = {
     m.STAGE: m for m in (FaceDecoderModule, MaskDecoderModule, EncoderDistillModule)}
 
 
@@ -430,8 +443,8 @@ def load_stage(path: str | Path, expected_stage: str, feature_dim: Optional[int]
 
     Raises StageMismatchError when the checkpoint is of another stage or another feature size.
     """
-    if expected_stage not in STAGES:
-        raise ValueError(f"unknown stage '{expected_stage}'; one of {', '.join(STAGES)}")
+    if expected_stage not in STAGE_MODULES:
+        raise ValueError(f"unknown stage '{expected_stage}'; one of {', '.join(STAGE_MODULES)}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
@@ -451,10 +464,10 @@ def load_stage(path: str | Path, expected_stage: str, feature_dim: Optional[int]
                                  f"the backbone gives {feature_dim}")
     # hyperparameters added to the schema after the checkpoint was saved: the schema's default, which is
     # what the module did before the key existed
-    known = STAGES[stage].hparams_from_config(OmegaConf.structured(Config), int(hparams["feature_dim"]))
+    known = STAGE_MODULES[stage].hparams_from_config(OmegaConf.structured(Config), int(hparams["feature_dim"]))
     hparams = {**known, **hparams}
     if stage == EncoderDistillModule.STAGE:
         hparams["encoder_weights"] = None  # the checkpoint already holds the trained weights
-    module = STAGES[stage](**hparams)
+    module = STAGE_MODULES[stage](**hparams)
     module.load_state_dict(ckpt["state_dict"])
     return module.eval()
