@@ -210,3 +210,14 @@ def test_finder_keys_added_later_keep_the_parts_of_existing_stores():
     for override in ("prepare.crop_refine=1", "prepare.crop_min_skin=0.2", "prepare.align_points=upper",
                      "prepare.cnn_max_side=400", "prepare.skin_cr_min=120"):
         assert _options_digest(_photo_options(load_config(None, [override]))) != "f8b566947c75", override
+
+
+def test_photos_given_by_name_are_prepared_one_identity_each(utkface_dir, tmp_path):
+    """`antimask prepare a.jpg b.jpg --out STORE`: each named photo is its own identity (it failed with
+    'is not in the subpath' before: a file was taken as its own source folder)."""
+    files = adult_utkface(utkface_dir, 3, start=11)
+    cfg = load_config(None, ["prepare.workers=1", "prepare.test_fraction=0", "prepare.val_fraction=0"])
+    summary = prepare_store(files, tmp_path / "store", cfg, progress=False)
+    assert summary["aligned"] == 3
+    identities = set(open_store(tmp_path / "store").meta["identity"])
+    assert len(identities) == 3 and all(i.startswith("photo:") for i in identities)

@@ -7,7 +7,6 @@ features; it is never trained, so ``train()`` leaves it in eval mode and no para
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from antimask.errors import AntimaskError
+from antimask.files import file_digest
 
 
 class BackboneError(AntimaskError, RuntimeError):
@@ -92,11 +92,7 @@ def check_faces(x: torch.Tensor) -> None:
 
 @functools.lru_cache(maxsize=32)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path)
 
 
 def file_sha256(path: str | Path) -> str:

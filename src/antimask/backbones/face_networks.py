@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from antimask.backbones.base import FrozenBackbone, WeightsError, check_faces, register_backbone
+from antimask.backbones.base import FrozenBackbone, WeightsError, check_faces, file_sha256, register_backbone
 from antimask.backbones.tfjs import load_tfjs_graph
 from antimask.faces.align import template_crop_matrix, warp_faces
 
@@ -43,18 +43,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get(ENV) or Path.home() / ".cache" / "antimask" / "face-networks").expanduser()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def missing_files(folder: Optional[Path] = None) -> list[str]:
     """The model files absent from folder or not matching their pinned sha256."""
     folder = Path(folder) if folder is not None else cache_dir()
-    return [n for n, sha in SHA256.items() if not (folder / n).is_file() or _sha256(folder / n) != sha]
+    return [n for n, sha in SHA256.items() if not (folder / n).is_file() or file_sha256(folder / n) != sha]
 
 
 def _npm() -> str:
@@ -136,7 +128,7 @@ class FaceNetwork(FrozenBackbone):
         bins = [path.parent / s for g in json.loads(path.read_text())["weightsManifest"] for s in g["paths"]]
         h = hashlib.sha256()
         for f in [path, *bins]:
-            h.update(_sha256(f).encode())
+            h.update(file_sha256(f).encode())
         self.weights_hash = h.hexdigest()
         self.differentiable = True
 

@@ -28,7 +28,7 @@ from antimask.data.sample import write_sample
 from antimask.data.store import SPLITS, Table, read_table, write_group
 from antimask.faces import finder
 from antimask.faces.photos import Rejected, find_images, load_rgb
-from antimask.files import atomic_path, atomic_write_json, read_json
+from antimask.files import atomic_path, atomic_write_json, file_digest, read_json
 
 # Options that change what prepare writes for a photo; parts made with other values are not reused.
 _PHOTO_OPTIONS = ("image_size", "pad", "upsample", "cnn_fallback", "crop_fallback", "crop_max_aspect", "keep",
@@ -43,14 +43,6 @@ class Photo:
     path: Path
     sha1: str
     source_root: Path
-
-
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def process_photo(path: str, options: dict) -> dict:
@@ -186,9 +178,10 @@ def prepare_store(sources: Iterable[str | Path], out: str | Path, cfg: DictConfi
     photos: list[Photo] = []
     rejected: list[tuple[str, str]] = []
     for path in files:
-        root = next(s for s in sources if s == path or s in path.parents)
+        source = next(s for s in sources if s == path or s in path.parents)
+        root = source.parent if source == path else source  # a photo given by name: its folder is the root
         try:
-            photos.append(Photo(path, _sha1(path), root))
+            photos.append(Photo(path, file_digest(path, "sha1"), root))
         except OSError as err:
             rejected.append((str(path), f"unreadable file: {err.strerror or err}"))
 
