@@ -193,6 +193,8 @@ class StagesConfig:
     face_decoder: StageConfig = field(default_factory=StageConfig)
     mask_decoder: StageConfig = field(default_factory=StageConfig)
     encoder: StageConfig = field(default_factory=lambda: StageConfig(max_epochs=30))
+    # not a paper stage (not in STAGES, so train-all skips it): the mask segmenter of antimask.segmentation
+    segmenter: StageConfig = field(default_factory=lambda: StageConfig(max_epochs=15, lr=1e-3))
 
 
 @dataclass
@@ -271,6 +273,23 @@ class PredictConfig(FaceFinderConfig):
 
 
 @dataclass
+class MasksConfig:
+    """Synthetic masks drawn on aligned faces (``antimask.faces.masks``) and the segmenter that finds them."""
+
+    p: float = 1.0  # probability that a face gets a mask (else it stays bare, with an empty region)
+    # families never drawn in training (val/test draw only these); the rest of faces.masks.FAMILIES train
+    held_out_styles: list[str] = field(default_factory=lambda: ["surgical_green", "cloth_checks", "kn95"])
+    height_range: list[float] = field(default_factory=lambda: [0.2, 0.7])  # top edge: 0 = nose tip, 1 = point 27
+    seed: int = 0  # the mask of each store row is drawn from (seed, row): the same in every epoch and worker
+    redraw_dilate_px: int = 4  # the region a completion model redraws: the mask grown by this
+    redraw_feather_px: int = 4  # ... and feathered over this
+    segmenter_width: int = 16  # the U-Net's first level channels; each level down doubles them
+    segmenter_depth: int = 4  # U-Net levels (depth - 1 halvings of the face)
+    dice_weight: float = 1.0  # loss = BCE + dice_weight * soft Dice
+    threshold: float = 0.5  # probability above which a pixel counts as mask
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -283,6 +302,7 @@ class Config:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    masks: MasksConfig = field(default_factory=MasksConfig)
 
 
 def split_row_for(image_size: int, split_row: Optional[int] = None) -> int:
@@ -580,6 +600,32 @@ def validate(cfg: DictConfig) -> None:
     dev = str(p.device)
     _check(dev in ("cpu", "cuda", "auto") or dev.startswith("cuda:"), "predict.device",
            f"'{dev}' is not one of cpu, cuda, cuda:N, auto")
+    _validate_masks(cfg)
+
+
+def _validate_masks(cfg: DictConfig) -> None:
+    """masks.* and stages.segmenter (style names are checked against faces.masks where the masks are drawn)."""
+    m = cfg.masks
+    _check(0 <= m.p <= 1, "masks.p", "a probability in [0, 1]")
+    _check(len(m.held_out_styles) >= 1 and len(set(m.held_out_styles)) == len(m.held_out_styles),
+           "masks.held_out_styles", f"{list(m.held_out_styles)}: a non-empty list of distinct mask families")
+    _check(len(m.height_range) == 2 and 0 <= m.height_range[0] <= m.height_range[1] <= 1, "masks.height_range",
+           f"{list(m.height_range)}: [low, high] with 0 <= low <= high <= 1")
+    _check(m.seed >= 0, "masks.seed", f"{m.seed} must be >= 0 (numpy seeds)")
+    _check(m.redraw_dilate_px >= 0, "masks.redraw_dilate_px", "must be >= 0")
+    _check(m.redraw_feather_px >= 0, "masks.redraw_feather_px", "must be >= 0")
+    _check(m.segmenter_width >= 1, "masks.segmenter_width", "must be at least 1")
+    size = cfg.data.image_size
+    _check(m.segmenter_depth >= 1 and 2 ** (m.segmenter_depth - 1) <= size, "masks.segmenter_depth",
+           f"{m.segmenter_depth}: at least 1, and each level below the first halves the face: "
+           f"2**(depth - 1) <= data.image_size={size}")
+    _check(m.dice_weight >= 0, "masks.dice_weight", "must be >= 0")
+    _check(0 < m.threshold < 1, "masks.threshold", "a probability in (0, 1)")
+    settings = cfg.stages.segmenter
+    _check(settings.lr > 0, "stages.segmenter.lr", f"{settings.lr} must be positive")
+    _check(settings.max_epochs >= 1, "stages.segmenter.max_epochs", "must be at least 1")
+    _check(settings.weight_decay >= 0, "stages.segmenter.weight_decay", "must be >= 0")
+    _check_betas(settings.betas, "stages.segmenter.betas")
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -1,0 +1,170 @@
+"""The mask segmenter as a LightningModule (BCE + soft Dice on the region a synthetic mask covers, IoU logged),
+its weights-only checkpoint loader and ``predict_regions`` (uint8 faces in, bool mask regions out)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torchmetrics import MeanMetric, MinMetric
+from torchmetrics.classification import BinaryJaccardIndex
+
+from antimask.config import Config
+from antimask.faces.images import to_float
+from antimask.models.components.segmenter import MaskSegmenter
+from antimask.models.modules import StageMismatchError
+
+STAGE = "segmenter"
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """1 - Dice of the predicted probabilities, per face then averaged; ``smooth`` keeps a face without a mask
+    (empty target) from dividing by zero and rewards an empty prediction for it."""
+    prob = torch.sigmoid(logits).flatten(1)
+    target = target.flatten(1)
+    overlap = (prob * target).sum(1)
+    return (1 - (2 * overlap + smooth) / (prob.sum(1) + target.sum(1) + smooth)).mean()
+
+
+class MaskSegmenterModule(pl.LightningModule):
+    """``MaskSegmenter`` trained on ``MaskedFaceDataModule`` batches (``masked`` in, ``region`` target).
+
+    Logs train/loss, val/loss, val/loss_best and val/iou (test/loss, test/iou on test): the IoU of the
+    thresholded region over all pixels of the split (torchmetrics, so DDP reduces it over every process).
+    """
+
+    def __init__(self, stage: str, image_size: int, width: int, depth: int, dice_weight: float, threshold: float,
+                 lr: float, weight_decay: float, scheduler: str, beta1: float, beta2: float):
+        super().__init__()
+        if stage != STAGE:
+            raise StageMismatchError(f"MaskSegmenterModule is the {STAGE} stage, got stage='{stage}'")
+        self.save_hyperparameters(logger=False)
+        self.net = MaskSegmenter(width, depth)
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.val_loss_best = MinMetric()
+        self.val_iou = BinaryJaccardIndex(threshold=threshold)
+        self.test_iou = BinaryJaccardIndex(threshold=threshold)
+
+    @classmethod
+    def hparams_from_config(cls, cfg: DictConfig) -> dict[str, Any]:
+        m, settings = cfg.masks, cfg.stages[STAGE]
+        return dict(stage=STAGE, image_size=int(cfg.data.image_size), width=int(m.segmenter_width),
+                    depth=int(m.segmenter_depth), dice_weight=float(m.dice_weight), threshold=float(m.threshold),
+                    lr=float(settings.lr), weight_decay=float(settings.weight_decay),
+                    scheduler=str(settings.scheduler), beta1=float(settings.betas[0]), beta2=float(settings.betas[1]))
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "MaskSegmenterModule":
+        return cls(**cls.hparams_from_config(cfg))
+
+    def forward(self, masked: torch.Tensor) -> torch.Tensor:
+        return self.net(masked)
+
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, logits) of one batch."""
+        logits = self(batch["masked"])
+        target = batch["region"]
+        loss = F.binary_cross_entropy_with_logits(logits, target)
+        if self.hparams.dice_weight:
+            loss = loss + self.hparams.dice_weight * soft_dice_loss(logits, target)
+        return loss, logits
+
+    def on_train_start(self) -> None:
+        self.val_loss_best.reset()  # the sanity check's val/loss must not count as the best epoch
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self.compute_loss(batch)
+        self.train_loss(loss.detach())
+        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=len(batch["masked"]))
+        return loss
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
+        loss, logits = self.compute_loss(batch)
+        n = len(batch["masked"])
+        agg, iou = (self.val_loss, self.val_iou) if split == "val" else (self.test_loss, self.test_iou)
+        agg(loss, n)
+        iou(torch.sigmoid(logits), batch["region"].long())
+        self.log(f"{split}/loss", agg, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log(f"{split}/iou", iou, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_loss_best(self.val_loss.compute())  # compute() has already reduced over processes
+        self.log("val/loss_best", self.val_loss_best.compute(), sync_dist=True, prog_bar=True)
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int = 0) -> torch.Tensor:
+        """Mask probabilities (B, 1, S, S)."""
+        return torch.sigmoid(self(batch["masked"]))
+
+    def configure_optimizers(self):
+        h = self.hparams
+        optimizer = torch.optim.Adam(self.parameters(), lr=h.lr, weight_decay=h.weight_decay, betas=(h.beta1, h.beta2))
+        if h.scheduler != "cosine":
+            return optimizer
+        epochs = max(int(self.trainer.max_epochs or 1), 1)
+        return {"optimizer": optimizer, "lr_scheduler": {
+            "scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs), "interval": "epoch"}}
+
+
+def load_segmenter(path: str | Path, image_size: Optional[int] = None) -> MaskSegmenterModule:
+    """The segmenter of a Lightning checkpoint, loaded without unpickling code, in eval mode.
+
+    Raises StageMismatchError for a file that is not a weights-only segmenter checkpoint (of ``image_size``
+    when given).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # a pickle that would run code (or just build objects): refused
+        raise StageMismatchError(f"checkpoint {path} refused: it is not a weights-only checkpoint (loading it "
+                                 f"would unpickle arbitrary objects: {str(err).splitlines()[0]})") from None
+    hparams = dict(ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
+    stage = hparams.get("stage")
+    if stage != STAGE or "state_dict" not in ckpt:
+        raise StageMismatchError(f"checkpoint {path} is {'a ' + stage if stage else 'not an antimask stage'} "
+                                 f"checkpoint, expected a {STAGE} one")
+    if image_size is not None and int(hparams["image_size"]) != int(image_size):
+        raise StageMismatchError(f"checkpoint {path} segments {hparams['image_size']} px faces, not {image_size} px")
+    # keys added to the schema after the checkpoint was saved: the schema's default
+    hparams = {**MaskSegmenterModule.hparams_from_config(OmegaConf.structured(Config)), **hparams}
+    module = MaskSegmenterModule(**hparams)
+    module.load_state_dict(ckpt["state_dict"])
+    return module.eval()
+
+
+@torch.no_grad()
+def predict_regions(module: MaskSegmenterModule, faces: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Mask regions (bool (N, S, S)) of aligned uint8 faces (N, S, S, 3) at the module's face size."""
+    faces = np.asarray(faces)
+    size = int(module.hparams.image_size)
+    if faces.dtype != np.uint8 or faces.ndim != 4 or faces.shape[1:] != (size, size, 3):
+        raise ValueError(f"predict_regions expects aligned uint8 faces (N, {size}, {size}, 3) (the segmenter's "
+                         f"face size), got {faces.dtype} {faces.shape}")
+    was_training = module.training
+    module.eval()
+    device = next(module.parameters()).device
+    out = np.zeros(faces.shape[:3], bool)
+    # logit > logit(threshold) is probability > threshold without the sigmoid
+    threshold = float(np.log(module.hparams.threshold / (1 - module.hparams.threshold)))
+    try:
+        for start in range(0, len(faces), batch_size):
+            logits = module(to_float(faces[start:start + batch_size], device=device))
+            out[start:start + batch_size] = (logits[:, 0] > threshold).cpu().numpy()
+    finally:
+        module.train(was_training)
+    return out

@@ -1,0 +1,119 @@
+"""Masked-face datasets on real faces: train rows get training families, val/test rows held-out ones, per-row masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from antimask.config import STAGES, ConfigError, load_config
+from antimask.data.masked import MaskedFaceDataModule, mask_styles
+from antimask.data.resized import build_resized_cache
+from antimask.data.store import open_store
+from antimask.faces import masks
+
+SIZE = 64
+
+
+@pytest.fixture
+def masked_cfg(make_store):
+    """config(*overrides) over a 30-face store (21 train, 3 val, 6 test) at 64 px."""
+    root = make_store(30)
+    build_resized_cache(open_store(root), SIZE, progress=False)
+
+    def make(*overrides: str):
+        return load_config(None, [f"data.store={root}", f"data.image_size={SIZE}", "data.num_workers=0",
+                                  *overrides])
+
+    return make
+
+
+def _items(dataset):
+    return [dataset[i] for i in range(len(dataset))]
+
+
+def test_items_hold_the_masked_face_its_region_the_face_and_the_row(masked_cfg):
+    item = MaskedFaceDataModule(masked_cfg()).dataset("train", train=True)[0]
+    assert item["masked"].shape == item["face"].shape == (3, SIZE, SIZE)
+    assert item["masked"].dtype == item["region"].dtype == torch.float32
+    assert item["region"].shape == (1, SIZE, SIZE)
+    assert set(item["region"].unique().tolist()) == {0.0, 1.0}
+    assert 0.1 < item["region"].mean() < 0.6  # a mask over the lower face, not a speck or the whole image
+    outside = item["region"][0] == 0
+    assert torch.equal(item["masked"][:, outside], item["face"][:, outside])  # only the region is drawn on
+    assert not torch.equal(item["masked"][:, ~outside], item["face"][:, ~outside])
+    assert isinstance(item["row"], int)
+
+
+def test_train_rows_draw_training_families_and_val_test_rows_only_held_out_ones(masked_cfg):
+    dm = MaskedFaceDataModule(masked_cfg())
+    train = {item["style"] for item in _items(dm.dataset("train", train=True))}
+    held_out = {item["style"] for split in ("val", "test") for item in _items(dm.dataset(split))}
+    assert train and train <= set(masks.TRAIN_STYLES)
+    assert len(train) >= 5  # 21 faces spread over the 11 training families
+    assert held_out and held_out <= set(masks.HELD_OUT_STYLES)
+
+
+def test_each_row_gets_the_same_mask_every_time_and_another_with_another_seed(masked_cfg):
+    first = MaskedFaceDataModule(masked_cfg()).dataset("test")
+    again = MaskedFaceDataModule(masked_cfg()).dataset("test")
+    other = MaskedFaceDataModule(masked_cfg("masks.seed=1")).dataset("test")
+    for i in range(3):
+        a, b, c = first[i], again[i], first[i]
+        assert torch.equal(a["masked"], b["masked"]) and torch.equal(a["region"], b["region"])
+        assert torch.equal(a["masked"], c["masked"])  # a second epoch
+    assert any(not torch.equal(first[i]["masked"], other[i]["masked"]) for i in range(3))
+
+
+def test_the_held_out_families_come_from_the_config(masked_cfg):
+    cfg = masked_cfg("masks.held_out_styles=[n95]")
+    assert mask_styles(cfg, "test") == ("n95",)
+    assert "n95" not in mask_styles(cfg, "train") and "kn95" in mask_styles(cfg, "train")
+    dm = MaskedFaceDataModule(cfg)
+    assert {item["style"] for item in _items(dm.dataset("test"))} == {"n95"}
+    # a split can be drawn with other families, e.g. to score the test faces under the training ones
+    assert {item["style"] for item in _items(dm.dataset("test", styles=["cloth_dots"]))} == {"cloth_dots"}
+
+
+def test_an_unknown_family_or_none_left_to_train_names_the_key(masked_cfg):
+    with pytest.raises(ConfigError, match=r"masks.held_out_styles.*surgical_gren"):
+        mask_styles(masked_cfg("masks.held_out_styles=[surgical_gren]"), "test")
+    every = ",".join(masks.FAMILIES)
+    with pytest.raises(ConfigError, match=r"masks.held_out_styles.*none to train on"):
+        mask_styles(masked_cfg(f"masks.held_out_styles=[{every}]"), "train")
+
+
+def test_with_p_zero_faces_stay_bare(masked_cfg):
+    item = MaskedFaceDataModule(masked_cfg("masks.p=0")).dataset("val")[0]
+    assert torch.equal(item["masked"], item["face"])
+    assert item["region"].sum() == 0 and item["style"] == ""
+
+
+def test_the_schema_defaults_are_the_mask_drawings_own():
+    cfg = load_config()
+    assert tuple(cfg.masks.held_out_styles) == masks.HELD_OUT_STYLES
+    assert tuple(cfg.masks.height_range) == masks.HEIGHT_RANGE
+    assert (cfg.masks.redraw_dilate_px, cfg.masks.redraw_feather_px) == (masks.REDRAW_DILATE_PX,
+                                                                       masks.REDRAW_FEATHER_PX)
+    assert "segmenter" in cfg.stages and "segmenter" not in STAGES  # train-all keeps its three stages
+
+
+@pytest.mark.parametrize("override, key", [
+    ("masks.p=1.5", "masks.p"), ("masks.held_out_styles=[]", "masks.held_out_styles"),
+    ("masks.height_range=[0.8,0.2]", "masks.height_range"), ("masks.seed=-1", "masks.seed"),
+    ("masks.redraw_dilate_px=-1", "masks.redraw_dilate_px"), ("masks.segmenter_width=0", "masks.segmenter_width"),
+    ("masks.segmenter_depth=8", "masks.segmenter_depth"), ("masks.threshold=1", "masks.threshold"),
+    ("stages.segmenter.lr=0", "stages.segmenter.lr"),
+])
+def test_out_of_range_mask_keys_are_refused_by_name(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(None, ["data.image_size=64", override])
+
+
+def test_region_pixels_match_draw_mask_on_the_same_face(masked_cfg):
+    dm = MaskedFaceDataModule(masked_cfg())
+    item = dm.dataset("val")[0]
+    style = masks.MaskAugment(styles=masks.HELD_OUT_STYLES).style(np.random.default_rng((0, item["row"])))
+    face = (item["face"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    _, region = masks.draw_mask(face, item["landmarks"].numpy() * SIZE, style)
+    assert np.array_equal(region, item["region"][0].numpy() > 0.5)

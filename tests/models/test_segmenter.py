@@ -1,0 +1,144 @@
+"""The mask segmenter: its U-Net, its loss on real masked faces, a CPU fit, safe checkpoints, predicted regions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from antimask.config import load_config
+from antimask.data.masked import MaskedFaceDataModule
+from antimask.data.resized import build_resized_cache
+from antimask.data.store import open_store
+from antimask.faces.images import to_uint8
+from antimask.models.components.segmenter import MaskSegmenter
+from antimask.models.modules import StageMismatchError
+from antimask.models.segmenter import (
+    MaskSegmenterModule,
+    load_segmenter,
+    predict_regions,
+    soft_dice_loss,
+)
+from antimask.runs import read_manifest
+from antimask.segmentation import train_segmenter
+from helpers import adult_utkface
+from real_faces import align_photos, write_store
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def face_store(utkface_dir, tmp_path_factory) -> Path:
+    """About 20 real aligned faces (7 in 10 train, 1 val, 2 test) with a 64 px cache."""
+    images, landmarks, names = align_photos(adult_utkface(utkface_dir, 20, start=11))
+    root = write_store(tmp_path_factory.mktemp("seg_store"), images, landmarks, names)
+    build_resized_cache(open_store(root), SIZE, progress=False)
+    return root
+
+
+def _cfg(store: Path, run: Path, *extra: str):
+    return load_config(None, [f"data.store={store}", f"data.image_size={SIZE}", f"run.dir={run}",
+                              "data.num_workers=0", "data.batch_size=4", "trainer.accelerator=cpu",
+                              "masks.segmenter_width=8", "masks.segmenter_depth=3", *extra])
+
+
+def _batch(store: Path, run: Path, split: str = "train", n: int = 4) -> dict[str, torch.Tensor]:
+    ds = MaskedFaceDataModule(_cfg(store, run)).dataset(split)
+    items = [ds[i] for i in range(n)]
+    return {k: torch.stack([it[k] for it in items]) for k in ("masked", "region", "face")}
+
+
+@pytest.mark.parametrize("size", [64, 50])
+def test_the_unet_gives_one_logit_per_pixel_at_any_size(size):
+    net = MaskSegmenter(width=4, depth=4)
+    assert net(torch.rand(2, 3, size, size)).shape == (2, 1, size, size)
+
+
+def test_widths_and_depth_have_no_defaults():
+    with pytest.raises(TypeError):
+        MaskSegmenter()  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="depth >= 1"):
+        MaskSegmenter(width=8, depth=0)
+
+
+def test_soft_dice_is_zero_for_a_perfect_prediction_and_one_for_the_opposite():
+    target = torch.zeros(2, 1, 8, 8)
+    target[:, :, 4:] = 1
+    sure = (target * 2 - 1) * 50
+    assert soft_dice_loss(sure, target) < 1e-3
+    assert soft_dice_loss(-sure, target) > 0.95
+
+
+def test_the_loss_falls_over_a_few_steps_on_real_masked_faces(face_store, tmp_path):
+    torch.manual_seed(0)
+    batch = _batch(face_store, tmp_path)
+    module = MaskSegmenterModule.from_config(_cfg(face_store, tmp_path))
+    optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss, _ = module.compute_loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_a_fast_dev_run_trains_on_the_cpu_without_touching_the_manifest(face_store, tmp_path):
+    metrics, objects = train_segmenter(_cfg(face_store, tmp_path, "trainer.fast_dev_run=true"))
+    assert np.isfinite(metrics["train/loss"]) and 0 <= metrics["val/iou"] <= 1
+    assert objects["trainer"].global_step == 1
+    assert "segmenter" not in read_manifest(tmp_path).get("stages", {})
+
+
+def test_a_short_fit_records_its_checkpoint_which_loads_weights_only(face_store, tmp_path):
+    cfg = _cfg(face_store, tmp_path, "stages.segmenter.max_epochs=2", "stages.segmenter.limit_train_batches=2")
+    metrics, objects = train_segmenter(cfg)
+    entry = read_manifest(tmp_path)["stages"]["segmenter"]
+    assert entry["status"] == "done" and entry["held_out_styles"] == list(cfg.masks.held_out_styles)
+    assert 0 <= entry["metrics"]["test/iou"] <= 1 and entry["metrics"]["test/iou"] == metrics["test/iou"]
+    module = load_segmenter(tmp_path / entry["best_checkpoint"], SIZE)
+    assert not module.training and module.hparams.width == 8 and module.hparams.depth == 3
+    faces = to_uint8(_batch(face_store, tmp_path, "test", n=2)["masked"])
+    assert np.array_equal(predict_regions(module, faces), predict_regions(objects["best"], faces))
+    with pytest.raises(StageMismatchError, match="segments 64 px faces, not 112"):
+        load_segmenter(tmp_path / entry["best_checkpoint"], 112)
+
+
+class _RunsCode:
+    """Unpickling this calls open(marker, "w"): the file appears only if a loader ran pickled code."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_with_pickled_code_or_of_another_stage_is_refused(tmp_path):
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"stage": "segmenter"}, "surprise": _RunsCode(marker)}, evil)
+    with pytest.raises(StageMismatchError, match="refused: it is not a weights-only checkpoint"):
+        load_segmenter(evil)
+    assert not marker.exists()
+    other = tmp_path / "decoder.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"stage": "face_decoder"}}, other)
+    with pytest.raises(StageMismatchError, match="a face_decoder checkpoint, expected a segmenter one"):
+        load_segmenter(other)
+    with pytest.raises(FileNotFoundError):
+        load_segmenter(tmp_path / "missing.ckpt")
+
+
+def test_predict_regions_gives_a_bool_region_per_face(face_store, tmp_path):
+    module = MaskSegmenterModule.from_config(_cfg(face_store, tmp_path)).train()
+    faces = to_uint8(_batch(face_store, tmp_path, "val", n=2)["masked"])
+    regions = predict_regions(module, faces, batch_size=1)
+    assert regions.dtype == bool and regions.shape == (2, SIZE, SIZE)
+    assert module.training  # the module's mode is given back
+    with pytest.raises(ValueError, match=r"\(N, 64, 64, 3\)"):
+        predict_regions(module, faces[:, :32])
+    with pytest.raises(ValueError, match="uint8"):
+        predict_regions(module, faces.astype(np.float32))
