@@ -21,14 +21,13 @@ LAYERS = [
     ("data", ("antimask.data",)),
     ("backbones", ("antimask.backbones",)),
     ("models", ("antimask.models",)),
-    ("steps", ("antimask.training", "antimask.guards", "antimask.segmentation", "antimask.evaluation",
-               "antimask.inference")),
+    ("steps", ("antimask.training", "antimask.tracking", "antimask.guards", "antimask.segmentation",
+               "antimask.evaluation", "antimask.inference")),
     ("top", ("antimask.pipeline", "antimask.ablations", "antimask.sweeps", "antimask.cli", "antimask.__main__")),
 ]
 # Rooms of one layer that must not import each other: evaluation and inference read runs, never training.
-APART = {"antimask.training": "training", "antimask.guards": "training", "antimask.segmentation": "training",
-         "antimask.evaluation": "evaluation",
-         "antimask.inference": "inference"}
+APART = {"antimask.training": "training", "antimask.tracking": "training", "antimask.guards": "training",
+         "antimask.segmentation": "training", "antimask.evaluation": "evaluation", "antimask.inference": "inference"}
 
 
 def _modules() -> dict[str, Path]:

@@ -175,7 +175,7 @@ def test_train_all_on_the_embedded_sample_under_ddp(tmp_path):
 
 
 def test_resume_last_prefers_a_newer_hpc_checkpoint(tmp_path):
-    from antimask.training import _resume_path
+    from antimask.runs import resume_path
 
     cfg = load_config(DEFAULT, [f"run.dir={tmp_path}", "trainer.ckpt_path=last"])
     folder = tmp_path / "encoder"
@@ -184,9 +184,9 @@ def test_resume_last_prefers_a_newer_hpc_checkpoint(tmp_path):
     for path, mtime in ((folder / "hpc_ckpt_1.ckpt", 100), (last, 200), (hpc, 300)):
         path.write_bytes(b"")
         os.utime(path, (mtime, mtime))
-    assert _resume_path(cfg, "encoder") == str(hpc), "requeued mid-epoch after the last epoch-end checkpoint"
+    assert resume_path(cfg, "encoder") == str(hpc), "requeued mid-epoch after the last epoch-end checkpoint"
     os.utime(last, (400, 400))
-    assert _resume_path(cfg, "encoder") == str(last)
+    assert resume_path(cfg, "encoder") == str(last)
 
 
 def test_ddp_metrics_match_one_process_on_the_same_global_batch(small_photos, small_store, tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from antimask.config import load_config
 from antimask.pipeline import train_stage
-from antimask.training import loggers
+from antimask.tracking import loggers
 from test_scaleout import DEFAULT, small_photos, small_store, small_words  # noqa: F401  (session fixtures)
 
 

@@ -175,6 +175,10 @@ class ModelConfig:
     discriminator_width: int = 32  # the PatchGAN's first conv width; later ones double, up to 8x
     discriminator_layers: int = 3  # stride-2 convs: each patch logit sees a wider window with more
     adversarial_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # Adam of both players (GAN practice)
+    # the mask_decoder and encoder stages train on faces with a synthetic mask (masks.*) and the U-Net redraws
+    # the mask's redraw region (masks.redraw_*) of the whole face instead of the rows below split_row
+    mask_aware: bool = False
+    whole_face_weight: float = 0.1  # mask_aware: the whole face's L1, relative to the redraw region's
 
 
 @dataclass
@@ -455,7 +459,8 @@ def _check_betas(betas: Any, key: str) -> None:
 
 
 def decoder_rule_violations(decoder: str, full_face: bool, use_landmarks: bool, landmark_warp: bool,
-                            code_every_level: bool, init_from_face_decoder: bool = False) -> list[tuple[str, str]]:
+                            code_every_level: bool, init_from_face_decoder: bool = False,
+                            mask_aware: bool = False) -> list[tuple[str, str]]:
     """The mask decoder's options that do not fit together, as (key, why); empty when they do.
 
     One list for both callers: ``validate`` for a config, ``MaskDecoderModule`` for a direct construction.
@@ -471,6 +476,10 @@ def decoder_rule_violations(decoder: str, full_face: bool, use_landmarks: bool, 
          "copies the face decoder into the paper's decoder; the appearance decoder has no matching layers"),
         (not landmark_warp or (use_landmarks and not full_face), "model.landmark_warp",
          "needs the lower-face landmark head (model.use_landmarks=true, model.full_face=false)"),
+        (not mask_aware or decoder == "appearance", "model.mask_aware",
+         "redraws the mask region with the U-Net over the masked face: needs model.decoder=appearance"),
+        (not (mask_aware and landmark_warp), "model.landmark_warp",
+         "warps the fixed lower band; model.mask_aware redraws the mask region instead: set one of them false"),
     ]
     return [(key, why) for ok, key, why in rules if not ok]
 
@@ -543,10 +552,11 @@ def validate(cfg: DictConfig) -> None:
            f"'{encoder}' is not one of vgg, timm:<model>")
     model = cfg.model
     _check(model.seam_colour_rows >= 0, "model.seam_colour_rows", "must be >= 0 (0 = off)")
-    for name in ("ssim_weight", "identity_weight", "perceptual_weight", "adversarial_weight"):
+    for name in ("ssim_weight", "identity_weight", "perceptual_weight", "adversarial_weight", "whole_face_weight"):
         _check(model[name] >= 0, f"model.{name}", "must be >= 0 (0 = off)")
     for key, why in decoder_rule_violations(model.decoder, model.full_face, model.use_landmarks, model.landmark_warp,
-                                            model.code_every_level, model.init_from_face_decoder):
+                                            model.code_every_level, model.init_from_face_decoder,
+                                            mask_aware=model.mask_aware):
         _check(False, key, why)
     _check(model.identity_net is None or is_backbone_name(model.identity_net), "model.identity_net",
            _backbone_choices(str(model.identity_net)))

@@ -12,6 +12,7 @@ read it from here, so this module sits below all three.
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 from pathlib import Path
@@ -21,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from antimask.config import STAGES, Config, config_hash, load_config, save_config
 from antimask.errors import AntimaskError
-from antimask.files import atomic_write_json, read_json
+from antimask.files import atomic_write_csv, atomic_write_json, read_json
 
 
 class ManifestError(AntimaskError, RuntimeError):
@@ -127,6 +128,40 @@ def update_manifest(cfg: DictConfig, stage: str, entry: dict, store_digest: str,
     manifest.setdefault("stages", {})[stage] = entry
     atomic_write_json(folder / "manifest.json", manifest)
     return manifest
+
+
+# ------------------------------------------------------------------------------- resuming a stage
+
+def resume_path(cfg: DictConfig, stage: str, under_slurm: bool = False) -> Optional[str]:
+    """trainer.ckpt_path: None, "last" (the newer of last.ckpt and a SLURM hpc_ckpt_N.ckpt), "hpc" or a file."""
+    wanted = cfg.trainer.ckpt_path
+    folder = stage_dir(cfg, stage)
+    hpc = sorted(folder.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    if wanted is None:
+        # Lightning restores hpc_ckpt_N.ckpt itself when ckpt_path is None under SLURM; say so explicitly.
+        return str(hpc[-1]) if hpc and under_slurm else None
+    if wanted == "last":
+        last = folder / "checkpoints" / "last.ckpt"
+        found = [p for p in (hpc[-1:] + [last]) if p.exists()]
+        # A requeued job's hpc checkpoint is written mid-epoch, after the last epoch-end last.ckpt.
+        return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
+    if wanted == "hpc":
+        return str(hpc[-1]) if hpc else None
+    return str(wanted)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """A stage's metrics.csv as rows (none when it does not exist)."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def keep_history(path: Path, history: list[dict], resumed_epoch: int) -> None:
+    """Put back the rows of the epochs up to ``resumed_epoch`` in front of a resumed stage's metrics.csv."""
+    kept = [r for r in history if r.get("epoch", "") != "" and int(r["epoch"]) <= resumed_epoch]
+    atomic_write_csv(path, kept + read_metrics(path))
 
 
 # ------------------------------------------------------------------------------- was it trained with this?

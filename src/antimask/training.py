@@ -1,13 +1,13 @@
 """`antimask train STAGE` below the pipeline: config + prepared datamodule -> LightningModule -> Trainer.
 
-Builds the Trainer of a stage (loggers, checkpoints, DDP/SLURM plugins) and fits one stage into the run
-folder; the run folder itself (manifest, saved config, reuse) is ``antimask.runs``, and preparing the
-data is ``antimask.pipeline``'s job, handed in as ``prepare`` / ``is_prepared``.
+Builds the Trainer of a stage (checkpoints, DDP/SLURM plugins, the loggers of ``antimask.tracking``) and
+fits one stage into the run folder; the run folder itself (manifest, saved config, reuse, resuming) is
+``antimask.runs``, and preparing the data is ``antimask.pipeline``'s job, handed in as ``prepare`` /
+``is_prepared``.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import time
@@ -18,55 +18,31 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from antimask.backbones import teacher_features
 from antimask.config import STAGES, save_config
 from antimask.data.datamodule import FaceDataModule
-from antimask.files import atomic_write_csv
 from antimask.guards import FiniteLossGuard
 from antimask.models.callbacks import ImageGridCallback
 from antimask.models.modules import EncoderDistillModule, FaceDecoderModule, MaskDecoderModule
-from antimask.runs import ManifestError, results_hash, run_dir, stage_checkpoint, stage_dir, update_manifest
-
-__all__ = ["ManifestError", "build_module", "build_trainer", "loggers", "train_stage"]
-
-
-def _wandb_mode(cfg: DictConfig) -> str:
-    """online only with credentials (WANDB_API_KEY or a wandb.ai netrc entry): a run never waits on a network."""
-    if cfg.wandb.mode:
-        return cfg.wandb.mode
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    netrc = Path.home() / ".netrc"
-    has_key = bool(os.environ.get("WANDB_API_KEY")) or (netrc.exists() and "api.wandb.ai" in netrc.read_text())
-    return "online" if has_key else "offline"
-
-
-def loggers(cfg: DictConfig, stage: str) -> list:
-    out: list = [CSVLogger(save_dir=str(stage_dir(cfg, stage)), name="", version="")]
-    if cfg.wandb.enabled:
-        import wandb  # W&B is optional at run time: only runs that enable it pay for its import
-        from pytorch_lightning.loggers import WandbLogger
-
-        if wandb.run is not None:
-            # The previous stage of this train-all: WandbLogger would reuse its run, so close it; each stage
-            # is its own run (job_type = stage) in the train-all's group.
-            wandb.finish()
-        name = cfg.run.name or run_dir(cfg).name
-        out.append(WandbLogger(project=cfg.wandb.project, entity=cfg.wandb.entity, name=f"{name}/{stage}",
-                               group=cfg.wandb.group or name, job_type=stage, tags=list(cfg.wandb.tags),
-                               save_dir=str(run_dir(cfg)), mode=_wandb_mode(cfg),
-                               # Under `wandb agent` every stage logs to the agent's run (WANDB_RUN_ID).
-                               **({"resume": "allow"} if os.environ.get("WANDB_SWEEP_ID") else {})))
-    return out
+from antimask.runs import (
+    keep_history,
+    read_metrics,
+    results_hash,
+    resume_path,
+    run_dir,
+    stage_checkpoint,
+    stage_dir,
+    update_manifest,
+)
+from antimask.tracking import loggers
 
 
 def _plugins() -> list:
     if SLURMEnvironment.detect():
         # Lightning saves hpc_ckpt_N.ckpt in the stage folder and calls `scontrol requeue` on the signal
-        # sbatch sends before the time limit (#SBATCH --signal=SIGUSR1@90); _resume_path picks it up.
+        # sbatch sends before the time limit (#SBATCH --signal=SIGUSR1@90); runs.resume_path picks it up.
         return [SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1)]
     return []
 
@@ -119,36 +95,10 @@ def build_module(cfg: DictConfig, stage: str, feature_dim: int, folder: Path) ->
     raise ValueError(f"unknown stage '{stage}'; one of {', '.join(STAGES)}")
 
 
-def _resume_path(cfg: DictConfig, stage: str) -> Optional[str]:
-    """trainer.ckpt_path: None, "last" (the newer of last.ckpt and a SLURM hpc_ckpt_N.ckpt), "hpc" or a file."""
-    wanted = cfg.trainer.ckpt_path
-    folder = stage_dir(cfg, stage)
-    hpc = sorted(folder.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-    if wanted is None:
-        # Lightning restores hpc_ckpt_N.ckpt itself when ckpt_path is None under SLURM; say so explicitly.
-        return str(hpc[-1]) if hpc and SLURMEnvironment.detect() else None
-    if wanted == "last":
-        last = folder / "checkpoints" / "last.ckpt"
-        found = [p for p in (hpc[-1:] + [last]) if p.exists()]
-        # A requeued job's hpc checkpoint is written mid-epoch, after the last epoch-end last.ckpt.
-        return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
-    if wanted == "hpc":
-        return str(hpc[-1]) if hpc else None
-    return str(wanted)
-
-
-def _read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _prepend_history(path: Path, history: list[dict], resumed_from: str) -> None:
+def _keep_history(path: Path, history: list[dict], resumed_from: str) -> None:
     """Lightning's CSVLogger starts metrics.csv afresh on resume; keep the epochs before the resume."""
     resumed_epoch = int(torch.load(resumed_from, map_location="cpu", weights_only=True)["epoch"])
-    kept = [r for r in history if r.get("epoch", "") != "" and int(r["epoch"]) <= resumed_epoch]
-    atomic_write_csv(path, kept + _read_rows(path))
+    keep_history(path, history, resumed_epoch)
 
 
 def _wait_until(ready: Callable[[], bool], what: str, timeout: float = 6 * 3600, poll: float = 2.0) -> None:
@@ -186,12 +136,12 @@ def train_stage(cfg: DictConfig, stage: str, datamodule: Optional[FaceDataModule
         if features is not None:  # else the stage says which features are missing
             dm.attach_features(features)
     module = build_module(cfg, stage, dm.feature_dim, folder)
-    resume = _resume_path(cfg, stage)
-    history = _read_rows(stage_dir(cfg, stage) / "metrics.csv") if resume else []
+    resume = resume_path(cfg, stage, under_slurm=SLURMEnvironment.detect())
+    history = read_metrics(stage_dir(cfg, stage) / "metrics.csv") if resume else []
     started = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)  # never unpickle code on resume
     if history and trainer.is_global_zero:
-        _prepend_history(stage_dir(cfg, stage) / "metrics.csv", history, resume)
+        _keep_history(stage_dir(cfg, stage) / "metrics.csv", history, resume)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     if trainer.is_global_zero and not cfg.trainer.fast_dev_run:
         ckpt = trainer.checkpoint_callback

@@ -3,7 +3,8 @@
 Every sample is made on the fly from uint8: ``face`` (3, S, S) in [0, 1], ``upper`` its rows above
 ``split_row`` and ``lower`` the rest (they meet exactly: cat([upper, lower], 1) == face), the 68
 landmarks and the ``LOWER_POINTS`` subset normalised by the image size, optional cached backbone
-features, the identity index and the store row.
+features, the identity index and the store row. With ``model.mask_aware`` the mask decoder and encoder
+stages' samples also hold a synthetic mask (``data.row_masks``): ``masked``, ``region``, ``redraw``, ``style``.
 
 Landmark units: pixel coordinates at the training size S divided by S, so x in [0, 1) whatever S is
 and a landmark loss means the same at 64 and at 224. Pixel centres follow dlib (pixel i at i), so the
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from antimask.config import split_row_for
 from antimask.data.resized import cache_path, cache_valid
+from antimask.data.row_masks import RowMasks
 from antimask.data.store import RowArray, Store, StoreError, open_store, rebuild_hint
 from antimask.faces.align import FLIP_PERMUTATION, LOWER_POINTS
 from antimask.faces.images import to_float
@@ -54,7 +56,7 @@ class FaceDataset(Dataset):
 
     def __init__(self, image_files: list[Path], landmarks: np.ndarray, landmark_size: int, rows: np.ndarray,
                  identities: np.ndarray, image_size: int, split_row: int, features: Optional[np.ndarray] = None, flip: bool = False,
-                 photometric=None):
+                 photometric=None, masks: Optional[RowMasks] = None):
         self.image_files = [Path(p) for p in image_files]
         self.rows = np.asarray(rows, np.int64)
         self.identities = identities
@@ -63,6 +65,7 @@ class FaceDataset(Dataset):
         self.features = features
         self.flip = flip
         self.photometric = photometric
+        self.masks = masks  # model.mask_aware: a synthetic mask drawn on each (flipped, jittered) face
         self._photometric_seeded_in: Optional[int] = None  # the process whose torch seed seeded it
         self._images: Optional[RowArray] = None
         # Landmarks in pixels at landmark_size (the stored size) to pixels at image_size.
@@ -113,6 +116,8 @@ class FaceDataset(Dataset):
         }
         if self.features is not None:
             item["features"] = torch.from_numpy(np.asarray(self.features[row], np.float32))
+        if self.masks is not None:
+            item.update(self.masks(face, lmk, row))
         return item
 
     def _seed_photometric(self) -> None:
@@ -137,6 +142,8 @@ class FaceDataModule(pl.LightningDataModule):
         # data.photometric is for the encoder (distillation) stage: for a decoder it would jitter the target
         # faces away from the teacher features that describe them. stage=None (a bare datamodule) applies it.
         self.photometric = bool(cfg.data.photometric) and stage in (None, "encoder")
+        # model.mask_aware: the stages that learn from masked faces get masked / region / redraw in each sample
+        self.mask_aware = stage in ("mask_decoder", "encoder") and bool(cfg.model.mask_aware)
         self.cfg = cfg
         self.root = Path(cfg.data.store)
         self.size = int(cfg.data.image_size)
@@ -201,7 +208,8 @@ class FaceDataModule(pl.LightningDataModule):
             self.image_files, np.concatenate([np.asarray(p) for p in self.store.landmarks.parts]),
             self.store.image_size, rows, self._identities,
             self.size, self.split_row, self.features, flip=train and bool(d.flip),
-            photometric=photometric_transform(self.cfg) if train and self.photometric else None)
+            photometric=photometric_transform(self.cfg) if train and self.photometric else None,
+            masks=RowMasks.from_config(self.cfg, split) if self.mask_aware else None)
 
     @property
     def batch_size_per_device(self) -> int:

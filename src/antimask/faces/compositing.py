@@ -90,6 +90,19 @@ def composite(face: torch.Tensor, drawn: torch.Tensor, split_row: int, seam_widt
     return face + w * (drawn.to(face.dtype) - face)
 
 
+# ------------------------------------------------------------------------------------------------ mask region
+def hide_region(face: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """What a mask-aware model may look at: the face (B,3,S,S) with its redraw region (alpha (B,1,S,S),
+    ``faces.masks.redraw_region``) blanked, so neither the mask nor anything under it gets through."""
+    return face * (1 - alpha)
+
+
+def blend_region(face: torch.Tensor, drawn: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """The drawn face inside the redraw region, the real one outside, feathered by alpha: where alpha is 0
+    the result is ``face`` bit for bit, so every pixel the mask leaves alone stays real."""
+    return face * (1 - alpha) + drawn.to(face.dtype) * alpha
+
+
 def keep_real_rows(drawn: np.ndarray, real: np.ndarray, split_row: int, seam_width: int) -> np.ndarray:
     """Copy into ``drawn`` (N,S,S,3), in place, the rows of ``real`` that the seam gives weight 0, so they
     are the real ones bit for bit (no float round trip in between); returns ``drawn``."""

@@ -1,6 +1,6 @@
 """Networks, the three training stages (LightningModules) and the Anti-Mask inference model."""
 
-from antimask.models.antimask import AntiMask
+from antimask.models.antimask import AntiMask, MaskAwareAntiMask
 from antimask.models.callbacks import ImageGridCallback, render_grid
 from antimask.models.modules import (
     STAGE_MODULES,
@@ -11,5 +11,5 @@ from antimask.models.modules import (
     load_stage,
 )
 
-__all__ = ["AntiMask", "EncoderDistillModule", "FaceDecoderModule", "ImageGridCallback", "MaskDecoderModule",
-           "STAGE_MODULES", "StageMismatchError", "load_stage", "render_grid"]
+__all__ = ["AntiMask", "EncoderDistillModule", "FaceDecoderModule", "ImageGridCallback", "MaskAwareAntiMask",
+           "MaskDecoderModule", "STAGE_MODULES", "StageMismatchError", "load_stage", "render_grid"]

@@ -20,12 +20,19 @@ from antimask.files import atomic_path
 MASK_GREY = 0.5
 
 
-def render_grid(face: torch.Tensor, drawn: torch.Tensor, split_row: int, padding: int = 2) -> np.ndarray:
-    """One row per face: real | masked (lower band greyed) | drawn with the real upper band composited."""
+def render_grid(face: torch.Tensor, drawn: torch.Tensor, split_row: int, padding: int = 2,
+                masked: Optional[torch.Tensor] = None) -> np.ndarray:
+    """One row per face: real | masked (lower band greyed) | drawn with the real upper band composited.
+
+    Given ``masked`` faces (model.mask_aware), the middle column shows them and ``drawn`` is already the
+    completed face."""
     face = face.detach().float().cpu()
-    masked = face.clone()
-    masked[:, :, split_row:] = MASK_GREY
-    done = composite(face, drawn.detach().float().cpu(), split_row, 0)
+    if masked is not None:
+        masked, done = masked.detach().float().cpu(), drawn.detach().float().cpu()
+    else:
+        masked = face.clone()
+        masked[:, :, split_row:] = MASK_GREY
+        done = composite(face, drawn.detach().float().cpu(), split_row, 0)
     tiles = torch.stack([face, masked, done], 1).flatten(0, 1)
     return to_uint8(make_grid(tiles, nrow=3, padding=padding))  # W&B turns float tensors black
 
@@ -65,7 +72,7 @@ class ImageGridCallback(pl.Callback):
         if not (torch.is_tensor(drawn) and drawn.dim() == 4 and drawn.shape[1] == 3):
             return
         row = self.split_row if self.split_row is not None else batch["upper"].shape[-2]
-        grid = render_grid(face, drawn, row)
+        grid = render_grid(face, drawn, row, masked=batch.get("masked"))
         self.saved.append(self._save(trainer, grid))
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

@@ -17,11 +17,17 @@ from antimask import files
 from antimask.backbones.base import FrozenBackbone
 
 
-def ssim_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """1 - SSIM of float [0, 1] (B, 3, H, W) images (Gaussian window of 11 px), averaged over the batch."""
+def ssim_loss(pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+    """1 - SSIM of float [0, 1] (B, 3, H, W) images (Gaussian window of 11 px), averaged over the batch;
+    with ``weight`` (B, 1, H, W), the SSIM map averaged under it (e.g. over a redraw region only)."""
     from torchmetrics.functional.image import structural_similarity_index_measure
 
-    return 1.0 - structural_similarity_index_measure(pred, target, data_range=1.0)
+    if weight is None:
+        return 1.0 - structural_similarity_index_measure(pred, target, data_range=1.0)
+    _, ssim_map = structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none",
+                                                      return_full_image=True)
+    weight = weight.to(ssim_map.dtype).expand_as(ssim_map)
+    return 1.0 - (ssim_map * weight).sum() / weight.sum().clamp_min(1.0)
 
 
 class _HoldsFrozen(nn.Module):

@@ -23,7 +23,8 @@ from antimask.backbones import backbone_from_config, create_backbone
 from antimask.config import Config, EncoderLoss, decoder_rule_violations, split_row_for
 from antimask.errors import AntimaskError
 from antimask.faces.align import LOWER_POINTS, TEMPLATE_224, TEMPLATE_SIZE
-from antimask.models.components import AppearanceDecoder, Decoder, LandmarkWarp, UpperEncoder
+from antimask.faces.compositing import blend_region, hide_region
+from antimask.models.components import AppearanceDecoder, Decoder, LandmarkWarp, MaskAwareDecoder, UpperEncoder
 from antimask.models.components.discriminator import PatchDiscriminator, discriminator_loss, generator_loss
 from antimask.models.losses import IdentityLoss, PerceptualLoss, ssim_loss
 
@@ -181,10 +182,15 @@ class MaskDecoderModule(_StageModule):
     (a frozen timm network from a local weights file) and ``adversarial_weight`` (a PatchGAN on the
     completed face, trained by manual optimisation). The frozen loss networks are never saved in the
     checkpoint; the discriminator is (a resumed run continues the game).
+
+    ``mask_aware`` (with the U-Net): the decoder sees the masked face with its redraw region blanked
+    (batch ``masked``, ``redraw``) and draws the whole face; the loss is L1 (and SSIM) under the redraw
+    alpha plus ``whole_face_weight`` x the whole face's L1, and the completed face is the masked one
+    outside the redraw region (``blend_region``).
     """
 
     STAGE = "mask_decoder"
-    EXTRA_METRICS = ("l1_lower",)
+    EXTRA_METRICS = ("l1_lower", "l1_redraw")
 
     def __init__(self, feature_dim: int, image_size: int, split_row: int, shared_dim: int, decoder_channels: int,
                  decoder_upsamplings: int, use_landmarks: bool, full_face: bool, landmark_weight: float,
@@ -193,18 +199,22 @@ class MaskDecoderModule(_StageModule):
                  perceptual_weight: float, perceptual_net: str, perceptual_weights: Optional[str],
                  perceptual_stages: int, adversarial_weight: float, discriminator_width: int,
                  discriminator_layers: int, adversarial_beta1: float, adversarial_beta2: float,
-                 code_every_level: bool, identity_net: Optional[str],
+                 code_every_level: bool, identity_net: Optional[str], mask_aware: bool, whole_face_weight: float,
                  stage: str = "mask_decoder"):
         super().__init__()
         self._check_stage(stage)
         if not 0 < split_row < image_size:
             raise ValueError(f"split_row {split_row} lies outside the {image_size}-px face")
-        for key, why in decoder_rule_violations(decoder, full_face, use_landmarks, landmark_warp, code_every_level):
+        for key, why in decoder_rule_violations(decoder, full_face, use_landmarks, landmark_warp, code_every_level,
+                                                mask_aware=mask_aware):
             raise ValueError(f"{key.removeprefix('model.')}: {why}")
         self.save_hyperparameters(logger=False)
         height = image_size if full_face else image_size - split_row
         points = (NUM_LANDMARKS if full_face else len(LOWER_POINTS)) if use_landmarks else 0
-        if decoder == "paper":
+        if mask_aware:
+            self.decoder = MaskAwareDecoder(feature_dim, image_size, points, shared_dim, decoder_channels,
+                                            decoder_upsamplings, code_every_level=code_every_level)
+        elif decoder == "paper":
             self.decoder = Decoder(feature_dim, height, image_size, points, shared_dim, decoder_channels,
                                    decoder_upsamplings)
         else:
@@ -261,6 +271,7 @@ class MaskDecoderModule(_StageModule):
             code_every_level=bool(model.code_every_level),
             # None: the teacher itself (its cached features of the real face are the target)
             identity_net=None if model.identity_net in (None, cfg.backbone.name) else str(model.identity_net),
+            mask_aware=bool(model.mask_aware), whole_face_weight=float(model.whole_face_weight),
             **_decoder_kwargs(cfg, cls.STAGE))
 
     @classmethod
@@ -276,8 +287,13 @@ class MaskDecoderModule(_StageModule):
             module.init_from_face_decoder(face_decoder_ckpt)
         return module
 
-    def forward(self, features: torch.Tensor, upper: Optional[torch.Tensor] = None
+    def forward(self, features: torch.Tensor, upper: Optional[torch.Tensor] = None, *,
+                masked: Optional[torch.Tensor] = None, redraw: Optional[torch.Tensor] = None
                 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(drawn, landmarks): the lower band from features [+ upper]; mask_aware: the whole face from
+        features + the masked face + its redraw alpha."""
+        if self.hparams.get("mask_aware", False):
+            return self.decoder(features, masked, redraw)
         return self.decoder(features, upper)
 
     def init_from_face_decoder(self, source: "str | Path | FaceDecoderModule") -> list[str]:
@@ -331,6 +347,8 @@ class MaskDecoderModule(_StageModule):
     def compute_losses(self, batch, adversarial: bool = False):
         """(loss, extra metrics); with ``adversarial`` the generator's PatchGAN term is added and the
         completed faces come back as extra["completed"] for the discriminator step."""
+        if self.hparams.get("mask_aware", False):
+            return self._mask_aware_losses(batch, adversarial)
         image, points = self.decoder(batch["features"], batch["upper"])
         image = image.float()
         hp = self.hparams
@@ -345,15 +363,45 @@ class MaskDecoderModule(_StageModule):
             loss = loss + hp.ssim_weight * ssim_loss(lower, batch["lower"])
         if hp.get("perceptual_weight", 0) > 0:
             loss = loss + hp.perceptual_weight * self._loss_net("perceptual")(lower, batch["lower"])
-        needs_face = hp.get("identity_weight", 0) > 0 or adversarial
-        if needs_face:
-            completed = torch.cat([batch["upper"], lower], dim=2)
-            if hp.identity_weight > 0:
-                loss = loss + hp.identity_weight * self._loss_net("identity")(completed, self._identity_target(batch))
-            if adversarial:
-                loss = loss + hp.adversarial_weight * generator_loss(self.discriminator(completed))
-                extra["completed"] = completed
+        if hp.get("identity_weight", 0) > 0 or adversarial:
+            loss = loss + self._face_terms(torch.cat([batch["upper"], lower], dim=2), batch, adversarial, extra)
         return loss, extra
+
+    def _mask_aware_losses(self, batch, adversarial: bool):
+        """mask_aware: L1 (+ SSIM) under the redraw alpha, a smaller whole-face L1 (the U-Net also learns to
+        pass the visible face through, which keeps the drawn rim continuous with it) and the other terms on
+        the completed face."""
+        hp = self.hparams
+        alpha, face = batch["redraw"], batch["face"]
+        drawn, points = self.decoder(batch["features"], batch["masked"], alpha)
+        drawn = drawn.float()
+        error = (drawn - face).abs()
+        in_region = (error * alpha).sum() / (3 * alpha.sum()).clamp_min(1.0)  # per redrawn pixel and channel
+        loss = hp.texture_weight * (in_region + hp.whole_face_weight * error.mean())
+        if points is not None:
+            loss = loss + hp.landmark_weight * F.mse_loss(points.float(), batch["lower_landmarks"])
+        completed = blend_region(batch["masked"], drawn, alpha)
+        extra = {"l1_lower": F.l1_loss(completed.detach()[:, :, hp.split_row:], batch["lower"]),
+                 "l1_redraw": in_region.detach()}
+        if hp.ssim_weight > 0:
+            loss = loss + hp.ssim_weight * ssim_loss(completed, face, alpha)
+        if hp.perceptual_weight > 0:
+            loss = loss + hp.perceptual_weight * self._loss_net("perceptual")(completed, face)
+        if hp.identity_weight > 0 or adversarial:
+            loss = loss + self._face_terms(completed, batch, adversarial, extra)
+        return loss, extra
+
+    def _face_terms(self, completed: torch.Tensor, batch, adversarial: bool, extra: dict) -> torch.Tensor:
+        """The identity and adversarial terms of the completed face; it goes to extra["completed"] for the
+        discriminator step."""
+        hp = self.hparams
+        loss = completed.new_zeros(())
+        if hp.identity_weight > 0:
+            loss = loss + hp.identity_weight * self._loss_net("identity")(completed, self._identity_target(batch))
+        if adversarial:
+            loss = loss + hp.adversarial_weight * generator_loss(self.discriminator(completed))
+            extra["completed"] = completed
+        return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.automatic_optimization:
@@ -390,18 +438,26 @@ class MaskDecoderModule(_StageModule):
         return [gen, disc], schedules
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int = 0) -> torch.Tensor:
+        """The drawn lower band; mask_aware: the completed face (masked outside the redraw region)."""
+        if self.hparams.get("mask_aware", False):
+            drawn = self.decoder.draw(batch["features"], batch["masked"], batch["redraw"])
+            return blend_region(batch["masked"], drawn, batch["redraw"])
         return self.decoder.draw(batch["features"], batch["upper"])
 
 
 class EncoderDistillModule(_StageModule):
-    """Stage 3: the visible upper rows -> the teacher's features of the whole face (MSE or cosine)."""
+    """Stage 3: the visible upper rows -> the teacher's features of the whole face (MSE or cosine).
+
+    ``mask_aware``: the upper rows of the masked face with its redraw region blanked (``visible_upper``), since
+    a mask may reach above the split row; the target stays the teacher's features of the real face.
+    """
 
     STAGE = "encoder"
     EXTRA_METRICS = ("cosine",)
 
     def __init__(self, feature_dim: int, image_size: int, split_row: int, encoder: str, encoder_width: int,
                  encoder_weights: Optional[str], encoder_loss: str, lr: float, weight_decay: float, scheduler: str,
-                 beta1: float, beta2: float, stage: str = "encoder"):
+                 beta1: float, beta2: float, mask_aware: bool, stage: str = "encoder"):
         super().__init__()
         self._check_stage(stage)
         if encoder_loss not in get_args(EncoderLoss):
@@ -414,7 +470,8 @@ class EncoderDistillModule(_StageModule):
         model = cfg.model
         return dict(feature_dim=int(feature_dim), encoder=str(model.encoder), encoder_width=int(model.encoder_width),
                     encoder_weights=None if model.encoder_weights is None else str(model.encoder_weights),
-                    encoder_loss=str(model.encoder_loss), **_stage_kwargs(cfg, cls.STAGE))
+                    encoder_loss=str(model.encoder_loss), mask_aware=bool(model.mask_aware),
+                    **_stage_kwargs(cfg, cls.STAGE))
 
     @classmethod
     def from_config(cls, cfg: DictConfig, feature_dim: int) -> "EncoderDistillModule":
@@ -423,15 +480,21 @@ class EncoderDistillModule(_StageModule):
     def forward(self, upper: torch.Tensor) -> torch.Tensor:
         return self.encoder(upper)
 
+    def visible_upper(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The encoder's input: the upper crop, or with mask_aware that of the masked face, region blanked."""
+        if not self.hparams.get("mask_aware", False):
+            return batch["upper"]
+        return hide_region(batch["masked"], batch["redraw"])[:, :, :self.hparams.split_row]
+
     def compute_losses(self, batch):
-        pred = self.encoder(batch["upper"]).float()
+        pred = self.encoder(self.visible_upper(batch)).float()
         teacher = batch["features"].float()
         cosine = F.cosine_similarity(pred, teacher, dim=1).mean()
         loss = 1 - cosine if self.hparams.encoder_loss == "cosine" else F.mse_loss(pred, teacher)
         return loss, {"cosine": cosine.detach()}
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int = 0) -> torch.Tensor:
-        return self.encoder(batch["upper"])
+        return self.encoder(self.visible_upper(batch))
 
 
 STAGE_MODULES: dict[str, type[_StageModule]] = {

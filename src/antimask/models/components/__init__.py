@@ -5,11 +5,12 @@ from antimask.models.components.decoder import (
     Decoder,
     LandmarkHead,
     LandmarkWarp,
+    MaskAwareDecoder,
     SharedLayer,
     TextureDecoder,
     start_grid,
 )
 from antimask.models.components.encoder import UpperEncoder, load_weights_file
 
-__all__ = ["AppearanceDecoder", "Decoder", "LandmarkHead", "LandmarkWarp", "SharedLayer", "TextureDecoder",
-           "UpperEncoder", "load_weights_file", "start_grid"]
+__all__ = ["AppearanceDecoder", "Decoder", "LandmarkHead", "LandmarkWarp", "MaskAwareDecoder", "SharedLayer",
+           "TextureDecoder", "UpperEncoder", "load_weights_file", "start_grid"]

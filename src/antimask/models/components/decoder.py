@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from antimask.faces.compositing import hide_region
 from antimask.models.components.warp import tps_warp
 
 # Channels never shrink below this while the grid grows (keeps the last layers expressive).
@@ -174,7 +175,10 @@ class AppearanceDecoder(nn.Module):
         return x
 
     def texture(self, h: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
-        x = self.canvas(upper)
+        return torch.sigmoid(self.unet(h, self.canvas(upper))[:, :, self.split_row:self.image_size, :self.image_size])
+
+    def unet(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Trunk code h and a (B,4,P,P) canvas -> (B,3,P,P) logits over the whole padded canvas."""
         skips, y = [], x
         for block in self.down:
             y = block(y)
@@ -184,8 +188,7 @@ class AppearanceDecoder(nn.Module):
         y = self._modulate(self.bottleneck(torch.cat([skips[-1], code], 1)), h, 0)
         for i, (block, skip) in enumerate(zip(self.up, reversed(skips[:-1])), 1):
             y = self._modulate(block(torch.cat([F.interpolate(y, scale_factor=2, mode="nearest"), skip], 1)), h, i)
-        y = self.out(torch.cat([F.interpolate(y, scale_factor=2, mode="nearest"), x], 1))
-        return torch.sigmoid(y[:, :, self.split_row:self.image_size, :self.image_size])
+        return self.out(torch.cat([F.interpolate(y, scale_factor=2, mode="nearest"), x], 1))
 
     def _modulate(self, y: torch.Tensor, h: torch.Tensor, level: int) -> torch.Tensor:
         if self.film is None:
@@ -210,6 +213,51 @@ class AppearanceDecoder(nn.Module):
         if self.warp is not None:
             image = self.warp(image, points)
         return image, points
+
+
+class MaskAwareDecoder(AppearanceDecoder):
+    """Identity features + a masked face and its redraw alpha -> the whole face (B,3,S,S) and optional landmarks.
+
+    The same U-Net as ``AppearanceDecoder`` (same layers, same state dict names), but its canvas is the whole
+    masked face with the redraw region blanked (``hide_region``) and 1 - alpha as the fourth channel, so it
+    draws where a mask is rather than below a fixed row and sees every real pixel the mask leaves.
+    """
+
+    def __init__(self, feature_dim: int, image_size: int, num_landmarks: int, shared_dim: int, channels: int,
+                 levels: int, code_every_level: bool, landmark_sigmoid: bool = True):
+        super().__init__(feature_dim, image_size, 0, num_landmarks, shared_dim, channels, levels, code_every_level,
+                         landmark_sigmoid)
+
+    def canvas(self, masked: torch.Tensor, redraw: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B,3,S,S) masked faces and (B,1,S,S) redraw alpha -> (B,4,P,P): visible RGB and visibility."""
+        if redraw is None:
+            raise ValueError("the mask-aware decoder draws from the masked face and its redraw region; pass redraw=")
+        b, _, h, w = masked.shape
+        if (h, w) != (self.image_size, self.image_size) or tuple(redraw.shape[-3:]) != (1, h, w):
+            raise ValueError(f"masked face {h}x{w} and redraw {tuple(redraw.shape[-3:])}: this decoder takes "
+                             f"{self.image_size}x{self.image_size} faces and a (1, {self.image_size}, "
+                             f"{self.image_size}) redraw alpha")
+        x = masked.new_zeros(b, 4, self.padded, self.padded)
+        x[:, :3, :h, :w] = hide_region(masked, redraw)
+        x[:, 3:, :h, :w] = 1 - redraw  # how visible each pixel is, as the appearance decoder's mask channel
+        return x
+
+    def texture(self, h: torch.Tensor, masked: torch.Tensor, redraw: Optional[torch.Tensor] = None) -> torch.Tensor:
+        s = self.image_size
+        return torch.sigmoid(self.unet(h, self.canvas(masked, redraw))[:, :, :s, :s])
+
+    def draw(self, features: torch.Tensor, masked: Optional[torch.Tensor] = None,
+             redraw: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if masked is None:
+            raise ValueError("the mask-aware decoder draws from the features and the masked face; pass masked=")
+        return self.texture(self.trunk(features), masked, redraw)
+
+    def forward(self, features: torch.Tensor, masked: Optional[torch.Tensor] = None,
+                redraw: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        if masked is None:
+            raise ValueError("the mask-aware decoder draws from the features and the masked face; pass masked=")
+        h = self.trunk(features)
+        return self.texture(h, masked, redraw), self.landmarks(h) if self.landmarks is not None else None
 
 
 class LandmarkWarp(nn.Module):

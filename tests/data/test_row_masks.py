@@ -1,0 +1,82 @@
+"""model.mask_aware on real faces: the mask decoder and encoder stages' samples carry one seeded synthetic mask per
+row (train families on train rows, held-out ones on val), the same as the segmenter's; other stages are untouched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from antimask.config import load_config
+from antimask.data.datamodule import FaceDataModule
+from antimask.data.masked import MaskedFaceDataModule
+from antimask.data.resized import build_resized_cache
+from antimask.data.store import open_store
+from antimask.faces import masks
+
+SIZE = 64
+MASK_KEYS = {"masked", "region", "redraw", "style"}
+
+
+@pytest.fixture
+def store_cfg(make_store):
+    """config(*overrides) over a 30-face store (21 train, 3 val, 6 test) at 64 px, mask_aware on."""
+    root = make_store(30)
+    build_resized_cache(open_store(root), SIZE, progress=False)
+
+    def make(*overrides: str):
+        return load_config(None, [f"data.store={root}", f"data.image_size={SIZE}", "data.num_workers=0",
+                                  "model.decoder=appearance", "model.mask_aware=true", *overrides])
+
+    return make
+
+
+def _items(dataset):
+    return [dataset[i] for i in range(len(dataset))]
+
+
+@pytest.mark.parametrize("stage", ["mask_decoder", "encoder"])
+def test_samples_hold_the_masked_face_its_region_and_the_redraw_alpha(store_cfg, stage):
+    cfg = store_cfg("masks.redraw_dilate_px=3", "masks.redraw_feather_px=2")
+    for item in _items(FaceDataModule(cfg, stage=stage).dataset("train", train=True))[:8]:
+        assert MASK_KEYS <= set(item)
+        region, redraw = item["region"], item["redraw"]
+        assert item["masked"].shape == item["face"].shape == (3, SIZE, SIZE)
+        assert region.shape == redraw.shape == (1, SIZE, SIZE) and redraw.dtype == torch.float32
+        outside = region[0] == 0
+        assert torch.equal(item["masked"][:, outside], item["face"][:, outside])  # only the mask is drawn on
+        assert not torch.equal(item["masked"][:, ~outside], item["face"][:, ~outside])
+        expected = masks.redraw_region(region[0].numpy() > 0, 3, 2)
+        assert np.array_equal(redraw[0].numpy(), expected)
+        assert bool((redraw[region > 0] == 1).all()) and float(redraw.sum()) > float(region.sum())
+        assert torch.equal(item["upper"], item["face"][:, :27])  # the usual keys are still there
+
+
+def test_train_rows_draw_training_families_and_val_rows_held_out_ones_the_segmenters_masks(store_cfg):
+    cfg = store_cfg()
+    dm = FaceDataModule(cfg, stage="mask_decoder")
+    train = {item["style"] for item in _items(dm.dataset("train", train=True))}
+    val = _items(dm.dataset("val"))
+    assert train and train <= set(masks.TRAIN_STYLES) and len(train) >= 5
+    assert {item["style"] for item in val} <= set(masks.HELD_OUT_STYLES)
+    segmenter = _items(MaskedFaceDataModule(cfg).dataset("val"))  # one machinery: the same mask for a row
+    for ours, theirs in zip(val, segmenter):
+        assert ours["row"] == theirs["row"] and ours["style"] == theirs["style"]
+        assert torch.equal(ours["masked"], theirs["masked"]) and torch.equal(ours["region"], theirs["region"])
+
+
+def test_a_loader_batches_the_mask_keys(store_cfg):
+    batch = next(iter(FaceDataModule(store_cfg("data.batch_size=4"), stage="encoder").val_dataloader()))
+    assert batch["masked"].shape == (3, 3, SIZE, SIZE) and batch["redraw"].shape == (3, 1, SIZE, SIZE)
+    assert len(batch["style"]) == 3
+
+
+def test_without_the_switch_and_in_the_other_stages_samples_are_unchanged(store_cfg):
+    cfg = store_cfg()
+    plain = FaceDataModule(store_cfg("model.mask_aware=false"), stage="mask_decoder").dataset("val")
+    for stage in ("face_decoder", None):
+        other = FaceDataModule(cfg, stage=stage).dataset("val")
+        assert other.masks is None
+        for a, b in zip(_items(plain), _items(other)):
+            assert a.keys() == b.keys() and not MASK_KEYS & set(a)
+            assert all(torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k] for k in a)
