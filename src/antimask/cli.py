@@ -13,7 +13,7 @@ import pickle
 import sys
 from pathlib import Path
 
-from antimask.config import STAGES, ConfigError, load_config
+from antimask.config import SEGMENTER, STAGES, ConfigError, load_config
 from antimask.errors import AntimaskError
 from antimask.runs import run_config
 
@@ -48,9 +48,9 @@ def cmd_augment(args) -> int:
 
 def cmd_train(args) -> int:
     cfg = _config(args)
-    from antimask.pipeline import train_stage
+    from antimask.pipeline import train_segmenter, train_stage
 
-    metrics, objects = train_stage(cfg, args.stage)
+    metrics, objects = train_segmenter(cfg) if args.stage == SEGMENTER else train_stage(cfg, args.stage)
     if objects["trainer"].is_global_zero:
         print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
     return 0
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_augment)
 
     p = sub.add_parser("train", help="train one stage")
-    p.add_argument("stage", choices=STAGES)
+    p.add_argument("stage", choices=[*STAGES, SEGMENTER], help="a paper stage, or the mask segmenter")
     _add_config_args(p)
     p.set_defaults(func=cmd_train)
 

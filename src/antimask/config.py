@@ -30,6 +30,8 @@ EncoderLoss = Literal["mse", "cosine"]
 
 # The three training stages in the order train-all runs them (each one LightningModule).
 STAGES = ("face_decoder", "mask_decoder", "encoder")
+# The mask segmenter trains like a stage (stages.segmenter, RUN/segmenter/) but is not one of the paper's.
+SEGMENTER = "segmenter"
 # The backbone registry's built-in names (antimask.backbones.list_backbones(), checked by a test), plus
 # timm:<model>; here so a misspelt name is refused before anything loads.
 BACKBONES = ("dlib", "faceres", "mobilefacenet", "vggface")

@@ -17,7 +17,9 @@ from antimask.data.resized import build_resized_cache, cache_valid
 from antimask.data.store import StoreError, open_store
 from antimask.evaluation.evaluate import evaluate_run
 from antimask.runs import finished_stage, read_manifest, reuse_stage, run_dir
+from antimask.segmentation import train_segmenter as fit_segmenter
 from antimask.training import train_stage as fit_stage
+from antimask.training import wait_until
 
 
 def _uses_morphs(cfg: DictConfig) -> bool:
@@ -53,6 +55,16 @@ def is_prepared(cfg: DictConfig) -> bool:
 def train_stage(cfg: DictConfig, stage: str, datamodule=None) -> tuple[dict, dict]:
     """`antimask train STAGE`: prepare what is missing (rank 0; the other ranks wait), then fit the stage."""
     return fit_stage(cfg, stage, datamodule, prepare=lambda: prepare_data(cfg), is_prepared=lambda: is_prepared(cfg))
+
+
+def train_segmenter(cfg: DictConfig) -> tuple[dict, dict]:
+    """`antimask train segmenter`: prepare what is missing (rank 0; the other ranks wait), then fit the mask
+    segmenter on synthetic masks drawn on the store's faces."""
+    if rank_zero_only.rank == 0:
+        prepare_data(cfg)
+    else:
+        wait_until(lambda: is_prepared(cfg), f"rank 0 to prepare {cfg.data.store}")
+    return fit_segmenter(cfg)
 
 
 def train_all(cfg: DictConfig, evaluate: bool = True) -> dict:

@@ -101,7 +101,7 @@ def _keep_history(path: Path, history: list[dict], resumed_from: str) -> None:
     keep_history(path, history, resumed_epoch)
 
 
-def _wait_until(ready: Callable[[], bool], what: str, timeout: float = 6 * 3600, poll: float = 2.0) -> None:
+def wait_until(ready: Callable[[], bool], what: str, timeout: float = 6 * 3600, poll: float = 2.0) -> None:
     deadline = time.time() + timeout
     while not ready():
         if time.time() > deadline:
@@ -129,7 +129,7 @@ def train_stage(cfg: DictConfig, stage: str, datamodule: Optional[FaceDataModule
         if prepare is not None:
             prepare()
     elif is_prepared is not None:  # processes started by torchrun/SLURM all run this; only rank 0 may write the store
-        _wait_until(is_prepared, f"rank 0 to prepare {cfg.data.store}")
+        wait_until(is_prepared, f"rank 0 to prepare {cfg.data.store}")
     dm.setup("fit")
     if dm.features is None:
         features = teacher_features(cfg, dm.store)

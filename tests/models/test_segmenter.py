@@ -142,3 +142,17 @@ def test_predict_regions_gives_a_bool_region_per_face(face_store, tmp_path):
         predict_regions(module, faces[:, :32])
     with pytest.raises(ValueError, match="uint8"):
         predict_regions(module, faces.astype(np.float32))
+
+
+def test_antimask_train_segmenter_prepares_what_is_missing_and_records_the_fit(face_store, tmp_path, capsys):
+    """The command line trains the segmenter like a stage: `antimask train segmenter key=value ...`."""
+    from antimask.cli import main
+
+    rc = main(["train", "segmenter", f"data.store={face_store}", f"data.image_size={SIZE}", f"run.dir={tmp_path}",
+               "data.num_workers=0", "data.batch_size=4", "trainer.accelerator=cpu", "augment.enabled=false",
+               "masks.segmenter_width=8", "masks.segmenter_depth=3", "stages.segmenter.max_epochs=1",
+               "stages.segmenter.limit_train_batches=2"])
+    assert rc == 0
+    entry = read_manifest(tmp_path)["stages"]["segmenter"]
+    assert entry["status"] == "done" and (tmp_path / entry["best_checkpoint"]).is_file()
+    assert "test/iou=" in capsys.readouterr().out

@@ -15,12 +15,12 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MeanMetric, MinMetric
 from torchmetrics.classification import BinaryJaccardIndex
 
-from antimask.config import Config
+from antimask.config import SEGMENTER, Config
 from antimask.faces.images import to_float
 from antimask.models.components.segmenter import MaskSegmenter
 from antimask.models.modules import StageMismatchError
 
-STAGE = "segmenter"
+STAGE = SEGMENTER
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
