@@ -78,7 +78,7 @@ def test_the_loss_falls_over_a_few_steps_on_real_masked_faces(face_store, tmp_pa
     optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
     losses = []
     for _ in range(25):
-        loss, _ = module.compute_loss(batch)
+        loss, _ = module.compute_losses(batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

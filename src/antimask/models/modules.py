@@ -36,10 +36,15 @@ class StageMismatchError(AntimaskError, ValueError):
 
 
 class _StageModule(pl.LightningModule):
-    """Shared loss bookkeeping: train/loss, val/loss, val/loss_best, test/loss and extra val metrics."""
+    """Shared loss bookkeeping: train/loss, val/loss, val/loss_best, test/loss and extra val metrics.
+
+    ``compute_losses`` returns (loss, extra): each extra value is logged as a per-split mean, except keys
+    starting with "_" (outputs a subclass's ``_eval_step`` uses itself, e.g. logits for an IoU).
+    """
 
     STAGE = ""
     EXTRA_METRICS: tuple[str, ...] = ()
+    BATCH_KEY = "features"  # the batch entry whose length is the batch size
 
     def __init__(self) -> None:
         super().__init__()
@@ -66,26 +71,28 @@ class _StageModule(pl.LightningModule):
         loss, _ = self.compute_losses(batch)
         self.train_loss(loss.detach())
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True,
-                 batch_size=len(batch["features"]))
+                 batch_size=len(batch[self.BATCH_KEY]))
         return loss
 
-    def _eval_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
+    def _eval_step(self, batch: dict[str, torch.Tensor], split: str) -> tuple[torch.Tensor, dict]:
         loss, extra = self.compute_losses(batch)
-        n = len(batch["features"])
+        n = len(batch[self.BATCH_KEY])
         agg = self.val_loss if split == "val" else self.test_loss
         metrics = self.val_extra if split == "val" else self.test_extra
         agg(loss, n)
         self.log(f"{split}/loss", agg, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
         for name, value in extra.items():
+            if name.startswith("_"):
+                continue
             metrics[name](value, n)
             self.log(f"{split}/{name}", metrics[name], on_step=False, on_epoch=True, batch_size=n)
-        return loss
+        return loss, extra
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._eval_step(batch, "val")
+        return self._eval_step(batch, "val")[0]
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._eval_step(batch, "test")
+        return self._eval_step(batch, "test")[0]
 
     def on_validation_epoch_end(self) -> None:
         # val_loss is already reduced across processes by compute()
@@ -501,13 +508,11 @@ STAGE_MODULES: dict[str, type[_StageModule]] = {
     m.STAGE: m for m in (FaceDecoderModule, MaskDecoderModule, EncoderDistillModule)}
 
 
-def load_stage(path: str | Path, expected_stage: str, feature_dim: Optional[int] = None) -> _StageModule:
-    """A stage module from a Lightning checkpoint, loaded without unpickling code, in eval mode.
-
-    Raises StageMismatchError when the checkpoint is of another stage or another feature size.
-    """
-    if expected_stage not in STAGE_MODULES:
-        raise ValueError(f"unknown stage '{expected_stage}'; one of {', '.join(STAGE_MODULES)}")
+def read_stage_checkpoint(path: str | Path, expected_stage: str, expected: Optional[str] = None
+                          ) -> tuple[dict, dict[str, Any]]:
+    """(checkpoint, hyperparameters) of a Lightning checkpoint of ``expected_stage``, read without unpickling
+    code; StageMismatchError for a pickle with objects, a foreign file or another stage's checkpoint
+    (``expected`` words the stage in that message)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
@@ -516,12 +521,24 @@ def load_stage(path: str | Path, expected_stage: str, feature_dim: Optional[int]
     except pickle.UnpicklingError as err:  # a pickle that would run code (or just build objects): refused
         raise StageMismatchError(f"checkpoint {path} refused: it is not a weights-only checkpoint (loading it "
                                  f"would unpickle arbitrary objects: {str(err).splitlines()[0]})") from None
-    hparams = dict(ckpt.get("hyper_parameters") or {})
+    hparams = dict(ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
     stage = hparams.get("stage")
     if stage is None or "state_dict" not in ckpt:
         raise StageMismatchError(f"checkpoint {path} is not an antimask stage checkpoint (no stage in its hparams)")
     if stage != expected_stage:
-        raise StageMismatchError(f"checkpoint {path} is a {stage} checkpoint, expected {expected_stage}")
+        raise StageMismatchError(f"checkpoint {path} is a {stage} checkpoint, expected {expected or expected_stage}")
+    return ckpt, hparams
+
+
+def load_stage(path: str | Path, expected_stage: str, feature_dim: Optional[int] = None) -> _StageModule:
+    """A stage module from a Lightning checkpoint, loaded without unpickling code, in eval mode.
+
+    Raises StageMismatchError when the checkpoint is of another stage or another feature size.
+    """
+    if expected_stage not in STAGE_MODULES:
+        raise ValueError(f"unknown stage '{expected_stage}'; one of {', '.join(STAGE_MODULES)}")
+    ckpt, hparams = read_stage_checkpoint(path, expected_stage)
+    stage = expected_stage
     if feature_dim is not None and int(hparams["feature_dim"]) != int(feature_dim):
         raise StageMismatchError(f"checkpoint {path} has feature size {hparams['feature_dim']}, "
                                  f"the backbone gives {feature_dim}")

@@ -3,22 +3,19 @@ its weights-only checkpoint loader and ``predict_regions`` (uint8 faces in, bool
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from torchmetrics import MeanMetric, MinMetric
 from torchmetrics.classification import BinaryJaccardIndex
 
 from antimask.config import SEGMENTER, Config
 from antimask.faces.images import to_float
 from antimask.models.components.segmenter import MaskSegmenter
-from antimask.models.modules import StageMismatchError
+from antimask.models.modules import StageMismatchError, _StageModule, read_stage_checkpoint
 
 STAGE = SEGMENTER
 
@@ -32,22 +29,22 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1
     return (1 - (2 * overlap + smooth) / (prob.sum(1) + target.sum(1) + smooth)).mean()
 
 
-class MaskSegmenterModule(pl.LightningModule):
+class MaskSegmenterModule(_StageModule):
     """``MaskSegmenter`` trained on ``MaskedFaceDataModule`` batches (``masked`` in, ``region`` target).
 
     Logs train/loss, val/loss, val/loss_best and val/iou (test/loss, test/iou on test): the IoU of the
     thresholded region over all pixels of the split (torchmetrics, so DDP reduces it over every process).
     """
 
+    STAGE = STAGE
+    BATCH_KEY = "masked"
+
     def __init__(self, stage: str, image_size: int, width: int, depth: int, dice_weight: float, threshold: float,
                  lr: float, weight_decay: float, scheduler: str, beta1: float, beta2: float):
         super().__init__()
-        if stage != STAGE:
-            raise StageMismatchError(f"MaskSegmenterModule is the {STAGE} stage, got stage='{stage}'")
+        self._check_stage(stage)
         self.save_hyperparameters(logger=False)
         self.net = MaskSegmenter(width, depth)
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
-        self.val_loss_best = MinMetric()
         self.val_iou = BinaryJaccardIndex(threshold=threshold)
         self.test_iou = BinaryJaccardIndex(threshold=threshold)
 
@@ -66,57 +63,25 @@ class MaskSegmenterModule(pl.LightningModule):
     def forward(self, masked: torch.Tensor) -> torch.Tensor:
         return self.net(masked)
 
-    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss, logits) of one batch."""
+    def compute_losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(loss, {"_logits": logits}) of one batch; the logits feed the IoU, they are not logged."""
         logits = self(batch["masked"])
         target = batch["region"]
         loss = F.binary_cross_entropy_with_logits(logits, target)
         if self.hparams.dice_weight:
             loss = loss + self.hparams.dice_weight * soft_dice_loss(logits, target)
-        return loss, logits
+        return loss, {"_logits": logits}
 
-    def on_train_start(self) -> None:
-        self.val_loss_best.reset()  # the sanity check's val/loss must not count as the best epoch
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = self.compute_loss(batch)
-        self.train_loss(loss.detach())
-        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True,
-                 batch_size=len(batch["masked"]))
-        return loss
-
-    def _eval_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
-        loss, logits = self.compute_loss(batch)
-        n = len(batch["masked"])
-        agg, iou = (self.val_loss, self.val_iou) if split == "val" else (self.test_loss, self.test_iou)
-        agg(loss, n)
-        iou(torch.sigmoid(logits), batch["region"].long())
-        self.log(f"{split}/loss", agg, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
-        self.log(f"{split}/iou", iou, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
-        return loss
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._eval_step(batch, "val")
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._eval_step(batch, "test")
-
-    def on_validation_epoch_end(self) -> None:
-        self.val_loss_best(self.val_loss.compute())  # compute() has already reduced over processes
-        self.log("val/loss_best", self.val_loss_best.compute(), sync_dist=True, prog_bar=True)
+    def _eval_step(self, batch: dict[str, torch.Tensor], split: str) -> tuple[torch.Tensor, dict]:
+        loss, extra = super()._eval_step(batch, split)
+        iou = self.val_iou if split == "val" else self.test_iou
+        iou(torch.sigmoid(extra["_logits"]), batch["region"].long())
+        self.log(f"{split}/iou", iou, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch["masked"]))
+        return loss, extra
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int = 0) -> torch.Tensor:
         """Mask probabilities (B, 1, S, S)."""
         return torch.sigmoid(self(batch["masked"]))
-
-    def configure_optimizers(self):
-        h = self.hparams
-        optimizer = torch.optim.Adam(self.parameters(), lr=h.lr, weight_decay=h.weight_decay, betas=(h.beta1, h.beta2))
-        if h.scheduler != "cosine":
-            return optimizer
-        epochs = max(int(self.trainer.max_epochs or 1), 1)
-        return {"optimizer": optimizer, "lr_scheduler": {
-            "scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs), "interval": "epoch"}}
 
 
 def load_segmenter(path: str | Path, image_size: Optional[int] = None) -> MaskSegmenterModule:
@@ -125,19 +90,7 @@ def load_segmenter(path: str | Path, image_size: Optional[int] = None) -> MaskSe
     Raises StageMismatchError for a file that is not a weights-only segmenter checkpoint (of ``image_size``
     when given).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:  # a pickle that would run code (or just build objects): refused
-        raise StageMismatchError(f"checkpoint {path} refused: it is not a weights-only checkpoint (loading it "
-                                 f"would unpickle arbitrary objects: {str(err).splitlines()[0]})") from None
-    hparams = dict(ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
-    stage = hparams.get("stage")
-    if stage != STAGE or "state_dict" not in ckpt:
-        raise StageMismatchError(f"checkpoint {path} is {'a ' + stage if stage else 'not an antimask stage'} "
-                                 f"checkpoint, expected a {STAGE} one")
+    ckpt, hparams = read_stage_checkpoint(path, STAGE, expected=f"a {STAGE} one")
     if image_size is not None and int(hparams["image_size"]) != int(image_size):
         raise StageMismatchError(f"checkpoint {path} segments {hparams['image_size']} px faces, not {image_size} px")
     # keys added to the schema after the checkpoint was saved: the schema's default
