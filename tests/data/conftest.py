@@ -30,3 +30,19 @@ def make_store(utk_faces, tmp_path):
         return write_store(tmp_path / name, images[:n], landmarks[:n], names[:n], splits)
 
     return make
+
+
+@pytest.fixture
+def store64_cfg(make_store):
+    """config(*overrides) over a 30-face store (21 train, 3 val, 6 test) with its 64 px cache."""
+    from antimask.config import load_config
+    from antimask.data.resized import build_resized_cache
+    from antimask.data.store import open_store
+
+    root = make_store(30)
+    build_resized_cache(open_store(root), 64, progress=False)
+
+    def make(*overrides: str):
+        return load_config(None, [f"data.store={root}", "data.image_size=64", "data.num_workers=0", *overrides])
+
+    return make

@@ -8,24 +8,15 @@ import torch
 
 from antimask.config import STAGES, ConfigError, load_config
 from antimask.data.masked import MaskedFaceDataModule, mask_styles
-from antimask.data.resized import build_resized_cache
-from antimask.data.store import open_store
 from antimask.faces import masks
 
 SIZE = 64
 
 
 @pytest.fixture
-def masked_cfg(make_store):
-    """config(*overrides) over a 30-face store (21 train, 3 val, 6 test) at 64 px."""
-    root = make_store(30)
-    build_resized_cache(open_store(root), SIZE, progress=False)
-
-    def make(*overrides: str):
-        return load_config(None, [f"data.store={root}", f"data.image_size={SIZE}", "data.num_workers=0",
-                                  *overrides])
-
-    return make
+def masked_cfg(store64_cfg):
+    """config(*overrides) over the 30-face store at 64 px (tests/data/conftest.py)."""
+    return store64_cfg
 
 
 def _items(dataset):

@@ -7,11 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from antimask.config import load_config
 from antimask.data.datamodule import FaceDataModule
 from antimask.data.masked import MaskedFaceDataModule
-from antimask.data.resized import build_resized_cache
-from antimask.data.store import open_store
 from antimask.faces import masks
 
 SIZE = 64
@@ -19,16 +16,9 @@ MASK_KEYS = {"masked", "region", "redraw", "style"}
 
 
 @pytest.fixture
-def store_cfg(make_store):
-    """config(*overrides) over a 30-face store (21 train, 3 val, 6 test) at 64 px, mask_aware on."""
-    root = make_store(30)
-    build_resized_cache(open_store(root), SIZE, progress=False)
-
-    def make(*overrides: str):
-        return load_config(None, [f"data.store={root}", f"data.image_size={SIZE}", "data.num_workers=0",
-                                  "model.decoder=appearance", "model.mask_aware=true", *overrides])
-
-    return make
+def store_cfg(store64_cfg):
+    """config(*overrides) over the 30-face store at 64 px (tests/data/conftest.py), mask_aware on."""
+    return lambda *overrides: store64_cfg("model.decoder=appearance", "model.mask_aware=true", *overrides)
 
 
 def _items(dataset):
