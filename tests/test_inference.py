@@ -176,3 +176,85 @@ def test_predict_config_is_validated():
         load_config(None, ["predict.align_points=jaw"])
     with pytest.raises(ConfigError, match="predict.detectors"):
         load_config(None, ["predict.detectors=[hog,haar]"])
+
+
+# ------------------------------------------------------------------------------------------- mask mode
+def make_mask_run(folder: Path, segmenter: bool = True) -> Path:
+    """A mask-aware run (U-Net decoder, model.mask_aware) with, optionally, a trained-shaped segmenter."""
+    from antimask.models.modules import EncoderDistillModule, MaskDecoderModule
+    from antimask.models.segmenter import MaskSegmenterModule
+
+    torch.manual_seed(0)
+    cfg = load_config(None, SMALL + [f"run.dir={folder}", "model.decoder=appearance", "model.mask_aware=true",
+                                     "masks.segmenter_width=8", "masks.segmenter_depth=3"])
+    modules = {"encoder": EncoderDistillModule.from_config(cfg, FEATURE_DIM),
+               "mask_decoder": MaskDecoderModule.from_config(cfg, FEATURE_DIM)}
+    if segmenter:
+        modules["segmenter"] = MaskSegmenterModule.from_config(cfg)
+    manifest = {"stages": {}}
+    for stage, module in modules.items():
+        rel = f"{stage}/checkpoints/best.ckpt"
+        _save_stage(module, folder / rel, folder)
+        manifest["stages"][stage] = {"status": "done", "best_checkpoint": rel, "last_checkpoint": rel}
+    save_config(cfg, folder)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def _block_regions(module, faces, batch_size=64):
+    """A stand-in for the segmenter's answer: a block over the aligned face's mouth and chin."""
+    regions = np.zeros(np.asarray(faces).shape[:3], bool)
+    regions[:, 36:56, 16:48] = True
+    return regions
+
+
+@pytest.fixture(scope="module")
+def mask_results(masked_dir, tmp_path_factory):
+    import unittest.mock
+
+    run = make_mask_run(tmp_path_factory.mktemp("mask_run"))
+    out = tmp_path_factory.mktemp("mask_pred")
+    photos = sample_50(masked_dir)[:6]
+    with unittest.mock.patch.object(inference, "predict_regions", _block_regions):
+        results = inference.predict(run, photos, out, aligned=True, log=lambda msg: None)
+    return run, results, out
+
+
+def test_the_mode_follows_the_run(tiny_run, mask_results, tmp_path):
+    run, results, _ = mask_results
+    assert inference.choose_mode(tiny_run, load_config(tiny_run / "config.yaml"))[0] == "rows"
+    mode, ckpt = inference.choose_mode(run, load_config(run / "config.yaml"))
+    assert mode == "mask" and ckpt.name == "best.ckpt"
+    assert {r["mode"] for r in results.values() if r["status"] == "ok"} == {"mask"}
+    assert inference.choose_mode(run, load_config(run / "config.yaml", ["predict.mode=rows"]))[0] == "rows"
+    with pytest.raises(inference.PredictError, match="needs a mask-aware run"):
+        inference.choose_mode(tiny_run, load_config(tiny_run / "config.yaml", ["predict.mode=mask"]))
+    bare = make_mask_run(tmp_path / "bare", segmenter=False)
+    cfg = load_config(bare / "config.yaml")
+    assert inference.choose_mode(bare, cfg)[0] == "rows"  # auto without a segmenter: the paper's rows
+    with pytest.raises(inference.PredictError, match="needs a trained mask segmenter.*predict.segmenter=RUN_DIR"):
+        inference.choose_mode(bare, load_config(bare / "config.yaml", ["predict.mode=mask"]))
+    borrowed = load_config(bare / "config.yaml", ["predict.mode=mask", f"predict.segmenter={run}"])
+    assert inference.choose_mode(bare, borrowed) == ("mask", run / "segmenter" / "checkpoints" / "best.ckpt")
+
+
+def test_mask_mode_redraws_only_the_mask_found_and_writes_it(mask_results):
+    run, results, out = mask_results
+    ok = {k: r for k, r in results.items() if r["status"] == "ok" and len(r["faces"]) == 1}
+    assert len(ok) >= 3
+    for key, r in ok.items():
+        stem = Path(key).stem
+        photo = load_rgb(key, 10**8)
+        result = np.asarray(Image.open(out / f"{stem}_unmasked.png"))
+        mask = np.asarray(Image.open(out / f"{stem}_mask.png")) > 0
+        with Image.open(out / f"{stem}_compare.png") as im:
+            assert im.size == (3 * photo.shape[1], photo.shape[0])  # before | mask found | after
+        assert np.asarray(Image.open(out / f"{stem}_face0_mask.png")).any()
+        assert r["faces"][0]["mask_coverage"] == pytest.approx(20 * 32 / 64**2, abs=1e-3)
+        ax, ay = _photo_coords(photo.shape, np.asarray(r["faces"][0]["matrix"]))
+        # the block grown by masks.redraw_dilate_px + redraw_feather_px (4 + 4) and a pixel of interpolation
+        near = (ax > 16 - 10) & (ax < 48 + 10) & (ay > 36 - 10) & (ay < 56 + 10)
+        assert np.array_equal(photo[~near], result[~near]), stem
+        inside = (ax > 18) & (ax < 46) & (ay > 38) & (ay < 54)
+        assert mask[inside].all() and not mask[~near].any()
+        assert np.abs(photo[inside].astype(int) - result[inside].astype(int)).mean() > 2

@@ -66,11 +66,17 @@ def cmd_train_all(args) -> int:
 
 def cmd_evaluate(args) -> int:
     run_config(args.run_dir, args.overrides)  # a missing run or a bad override says so before torch loads
-    from antimask.evaluation.evaluate import evaluate_run
-
     extra = dict(item.split("=", 1) for item in args.with_runs or [])
-    result = evaluate_run(args.run_dir, split=args.split, name=args.name, extra_runs=extra,
-                          cfg_overrides=args.overrides, progress=True)
+    if args.masked:
+        from antimask.evaluation.masked import evaluate_masked
+
+        result = evaluate_masked(args.run_dir, split=args.split, name=args.name, extra_runs=extra,
+                                 cfg_overrides=args.overrides)
+    else:
+        from antimask.evaluation.evaluate import evaluate_run
+
+        result = evaluate_run(args.run_dir, split=args.split, name=args.name, extra_runs=extra,
+                              cfg_overrides=args.overrides, progress=True)
     print(f"report: {result['paths']['report']}")
     return 0
 
@@ -160,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="name of this report (kept beside earlier ones)")
     p.add_argument("--with", dest="with_runs", action="append", metavar="NAME=RUN_DIR",
                    help="an ablation run to put in the same table (repeatable)")
+    p.add_argument("--masked", action="store_true",
+                   help="score on the split's faces with held-out synthetic masks drawn on (masked region, whole "
+                        "face, identity to the same and to other photos); see eval.mask_region")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("ablations", help="train the paper's ablations beside the main run, one combined table")

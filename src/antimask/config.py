@@ -252,6 +252,9 @@ class EvalConfig:
     # a second identity judge beside dlib, a network that is not the teacher: auto = faceres (dlib when the
     # teacher is faceres; none when its files are missing, with a note), none, or a backbone name
     judge: str = "auto"
+    # evaluate --masked: the region a method redraws; auto = the run's segmenter when it has one, else the drawn
+    # mask itself (drawn, an oracle); segmenter fails when the run has none
+    mask_region: Literal["auto", "segmenter", "drawn"] = "auto"
 
 
 @dataclass
@@ -276,6 +279,11 @@ class PredictConfig(FaceFinderConfig):
     merge_iou: float = 0.3  # boxes overlapping more than this are one face
     max_faces: int = 0  # completed faces per photo, largest first; 0 = all
     feather: float = 0.08  # fraction of the aligned size over which the pasted square fades at its edges
+    # rows: the paper's fixed split (the lower band is redrawn); mask: the mask segmenter finds each face's mask
+    # and a mask-aware run (model.mask_aware) redraws only that region, dilated and feathered (masks.redraw_*);
+    # auto: mask when the run is mask-aware and a segmenter is at hand, else rows
+    mode: Literal["auto", "rows", "mask"] = "auto"
+    segmenter: Optional[str] = None  # a run folder whose trained segmenter finds the masks; None = the run's own
 
 
 @dataclass

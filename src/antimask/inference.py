@@ -2,8 +2,12 @@
 
 Each face is found and aligned by the face finder ``prepare`` runs too (``antimask.faces.finder``, with the
 ``predict`` section's keys: masked faces, aligned on the landmarks a mask leaves visible), completed in
-batches by ``AntiMask`` and warped back into the photo under a feathered alpha mask that is zero above the
-split row, so the visible upper face keeps its original pixels.
+batches and warped back into the photo under a feathered alpha, so what the model keeps stays the photo's pixels.
+
+Two modes (``predict.mode``): ``rows``, the paper's, redraws the lower band below the split row (``AntiMask``);
+``mask`` has the mask segmenter find each face's mask and a mask-aware run (``model.mask_aware``) redraw only that
+region grown and feathered (``MaskAwareAntiMask``), so cheeks, jaw and neck beside the mask stay real. ``auto``
+takes ``mask`` when the run is mask-aware and has a segmenter (or ``predict.segmenter`` names a run that has one).
 """
 
 from __future__ import annotations
@@ -16,27 +20,60 @@ import numpy as np
 from omegaconf import DictConfig
 
 from antimask.faces import finder
-from antimask.faces.compositing import paste_alpha, paste_back
+from antimask.errors import AntimaskError
+from antimask.faces.align import invert_transform
+from antimask.faces.compositing import edge_alpha, paste_alpha, paste_back
 from antimask.faces.finder import Face
 from antimask.faces.images import to_float, to_uint8
 from antimask.faces.photos import Rejected, find_images, load_rgb
 from antimask.files import atomic_path
-from antimask.models.antimask import AntiMask
-from antimask.runs import run_config, stage_checkpoint
+from antimask.faces.masks import redraw_region
+from antimask.models.antimask import AntiMask, MaskAwareAntiMask
+from antimask.models.segmenter import load_segmenter, predict_regions
+from antimask.runs import ManifestError, run_config, stage_checkpoint
 
 PNG_KEY = "antimask"
 PNG_NOTICE = ("The lower face in this image was synthesized by antimask (a trained model's guess from the "
               "upper face); it is not a photograph of the person.")
 
 
+class PredictError(AntimaskError, ValueError):
+    """A predict mode the run cannot serve; the message says what to train or set."""
+
+
 # ----------------------------------------------------------------------------------------------- run
 
-def load_model(run_dir: str | Path, cfg: DictConfig):
-    """AntiMask from the run's finished encoder and mask decoder stages (ManifestError names a missing one)."""
+def load_model(run_dir: str | Path, cfg: DictConfig, mode: str = "rows"):
+    """The run's finished encoder and mask decoder (ManifestError names a missing one): ``AntiMask`` for the
+    rows mode, ``MaskAwareAntiMask`` for the mask mode."""
     encoder = stage_checkpoint(run_dir, "encoder")
     decoder = stage_checkpoint(run_dir, "mask_decoder")
+    if mode == "mask":
+        return MaskAwareAntiMask.from_checkpoints(encoder, decoder)
     return AntiMask.from_checkpoints(encoder, decoder, seam_width=int(cfg.model.seam_width),
                                     seam_colour_rows=int(cfg.model.seam_colour_rows))
+
+
+def choose_mode(run_dir: str | Path, cfg: DictConfig) -> tuple[str, Optional[Path]]:
+    """(``rows`` or ``mask``, the segmenter checkpoint of the mask mode) for ``predict.mode``."""
+    wanted = str(cfg.predict.mode)
+    if wanted == "rows":
+        return "rows", None
+    source = Path(cfg.predict.segmenter) if cfg.predict.segmenter else Path(run_dir)
+    try:
+        segmenter, missing = stage_checkpoint(source, "segmenter"), None
+    except ManifestError as err:
+        segmenter, missing = None, err
+    aware = bool(cfg.model.mask_aware)
+    if wanted == "auto":
+        return ("mask", segmenter) if aware and segmenter is not None else ("rows", None)
+    if not aware:
+        raise PredictError(f"predict.mode=mask needs a mask-aware run (model.mask_aware=true), and {run_dir} was "
+                           "trained for the paper's fixed rows; use predict.mode=rows or a mask-aware run")
+    if segmenter is None:
+        raise PredictError(f"predict.mode=mask needs a trained mask segmenter: {missing}; or name a run that has one "
+                           "with predict.segmenter=RUN_DIR")
+    return "mask", segmenter
 
 
 def resolve_device(name: str) -> str:
@@ -62,6 +99,24 @@ def complete_faces(model, faces: list[np.ndarray], device: str, batch_size: int)
     return out
 
 
+def complete_masked_faces(model: MaskAwareAntiMask, segmenter, faces: list[np.ndarray], device: str, batch_size: int,
+                          dilate_px: int, feather_px: int) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Aligned uint8 faces -> (completed faces, mask regions found (bool (S, S)), redraw alphas (float (S, S)))."""
+    import torch
+
+    if not faces:
+        return [], [], []
+    regions = predict_regions(segmenter, np.stack(faces), batch_size)
+    alphas = np.stack([redraw_region(r, dilate_px, feather_px) for r in regions])
+    out: list[np.ndarray] = []
+    with torch.inference_mode():
+        for i in range(0, len(faces), batch_size):
+            x = to_float(np.stack(faces[i:i + batch_size]), device)
+            a = torch.from_numpy(alphas[i:i + batch_size, None]).to(device)
+            out.extend(to_uint8(model(x, a)))
+    return out, list(regions), list(alphas)
+
+
 # ------------------------------------------------------------------------------------------------ io
 
 def save_png(path: Path, image: np.ndarray) -> Path:
@@ -76,6 +131,32 @@ def save_png(path: Path, image: np.ndarray) -> Path:
     with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG", pnginfo=info)
     return path
+
+
+def save_mask(path: Path, region: np.ndarray) -> Path:
+    """A bool mask as a black/white PNG (written atomically)."""
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(region, bool).astype(np.uint8) * 255).save(tmp, format="PNG")
+    return path
+
+
+def region_in_photo(region: np.ndarray, matrix: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """An aligned-frame bool region warped back into the photo's frame, bool (H, W)."""
+    import cv2
+
+    h, w = shape[:2]
+    back = cv2.warpAffine(region.astype(np.float32), invert_transform(matrix), (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return back > 0.5
+
+
+def overlay(photo: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """The photo with ``region`` tinted red: what the segmenter took for the mask."""
+    out = photo.copy()
+    out[region] = (0.5 * out[region] + np.array([127.5, 0, 0])).astype(np.uint8)
+    return out
 
 
 def _expand(images: list[str | Path]) -> list[Path]:
@@ -108,11 +189,19 @@ def predict(run_dir: str | Path, images: list[str | Path], out_dir: str | Path,
     log = log or (lambda msg: print(msg, file=sys.stderr))
     cfg = run_config(run_dir, cfg_overrides)
     opts = cfg.predict
-    model = load_model(run_dir, cfg)
+    mode, segmenter_ckpt = choose_mode(run_dir, cfg)
+    model = load_model(run_dir, cfg, mode)
     device = resolve_device(str(opts.device))
     model.to(device)
     size, split_row = model.image_size, model.split_row
-    alpha = paste_alpha(size, split_row, model.seam_width, int(round(opts.feather * size)))
+    feather = int(round(opts.feather * size))
+    segmenter = None
+    if mode == "mask":
+        segmenter = load_segmenter(segmenter_ckpt, size).to(device)
+        log(f"antimask predict: mode mask (the segmenter of {segmenter_ckpt} finds each mask, the run redraws it)")
+    else:
+        log("antimask predict: mode rows (the lower band below the split row is redrawn)")
+    alpha = paste_alpha(size, split_row, getattr(model, "seam_width", 0), feather)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -122,11 +211,21 @@ def predict(run_dir: str | Path, images: list[str | Path], out_dir: str | Path,
 
     def flush() -> None:
         crops = [f.aligned for _, _, _, faces in pending for f in faces]
-        completed = iter(complete_faces(model, crops, device, int(opts.batch_size)))
+        if mode == "mask":
+            drawn, regions, redraws = complete_masked_faces(model, segmenter, crops, device, int(opts.batch_size),
+                                                            int(cfg.masks.redraw_dilate_px),
+                                                            int(cfg.masks.redraw_feather_px))
+            edge = edge_alpha(size, feather)
+            per_face = iter(zip(drawn, regions, [r * edge for r in redraws]))
+        else:
+            per_face = iter((done, None, alpha) for done in complete_faces(model, crops, device, int(opts.batch_size)))
         for path, stem, photo, faces in pending:
-            done = [next(completed) for _ in faces]
+            done = [next(per_face) for _ in faces]
+            for info, (_, region, _) in zip(results[str(path)]["faces"], done):
+                if region is not None:
+                    info["mask_coverage"] = round(float(region.mean()), 4)
             try:
-                results[str(path)]["outputs"] = _write(out, stem, photo, faces, done, alpha, aligned)
+                results[str(path)]["outputs"] = _write(out, stem, photo, faces, done, aligned)
             except OSError as err:
                 results[str(path)].update(status="failed", reason=f"cannot write outputs: {err}")
                 log(f"antimask predict: {path}: cannot write outputs: {err}")
@@ -146,7 +245,7 @@ def predict(run_dir: str | Path, images: list[str | Path], out_dir: str | Path,
             results[key] = {"status": "failed", "reason": "no face found", "faces": [], "outputs": []}
             log(f"antimask predict: {path}: skipped, no face found")
             continue
-        results[key] = {"status": "ok", "reason": None, "outputs": [],
+        results[key] = {"status": "ok", "reason": None, "outputs": [], "mode": mode,
                         "faces": [{"box": list(f.box), "detector": f.detector, "score": round(f.score, 4),
                                    "residual": round(f.residual, 3), "matrix": f.matrix.tolist()} for f in faces]}
         pending.append((path, _stem(path, used), photo, faces))
@@ -157,17 +256,32 @@ def predict(run_dir: str | Path, images: list[str | Path], out_dir: str | Path,
     return results
 
 
-def _write(out: Path, stem: str, photo: np.ndarray, faces: list[Face], completed: list[np.ndarray],
-           alpha: np.ndarray, aligned: bool) -> list[str]:
+def _write(out: Path, stem: str, photo: np.ndarray, faces: list[Face],
+           completed: list[tuple[np.ndarray, Optional[np.ndarray], np.ndarray]], aligned: bool) -> list[str]:
+    """Every face (completed, region found or None, paste alpha) pasted back; the files written.
+
+    Always ``STEM_unmasked.png`` and ``STEM_compare.png`` (photo | result, or photo | mask found | result in the
+    mask mode, which also writes ``STEM_mask.png``); with ``aligned`` each face's aligned crop and completion
+    (and its mask)."""
     result = photo
     written: list[Path] = []
-    for i, (face, done) in enumerate(zip(faces, completed)):
+    found = None
+    for i, (face, (done, region, alpha)) in enumerate(zip(faces, completed)):
         result = paste_back(result, done, face.matrix, alpha)
+        if region is not None:
+            here = region_in_photo(region, face.matrix, photo.shape)
+            found = here if found is None else found | here
         if aligned:
             written.append(save_png(out / f"{stem}_face{i}_aligned.png", face.aligned))
             written.append(save_png(out / f"{stem}_face{i}_completed.png", done))
+            if region is not None:
+                written.append(save_mask(out / f"{stem}_face{i}_mask.png", region))
     written.append(save_png(out / f"{stem}_unmasked.png", result))
-    written.append(save_png(out / f"{stem}_compare.png", np.hstack([photo, result])))
+    if found is None:
+        written.append(save_png(out / f"{stem}_compare.png", np.hstack([photo, result])))
+    else:
+        written.append(save_mask(out / f"{stem}_mask.png", found))
+        written.append(save_png(out / f"{stem}_compare.png", np.hstack([photo, overlay(photo, found), result])))
     return [str(p) for p in written]
 
 

@@ -47,6 +47,17 @@ class Inpaint:
             if len(faces) else faces.copy()
         return keep_real_rows(out, faces, split_row, 0)
 
+    def complete_regions(self, faces: np.ndarray, regions: np.ndarray) -> np.ndarray:
+        """Inpaint each face only where its bool (S, S) region is set (a mask's region), real pixels elsewhere."""
+        import cv2
+
+        faces, regions = np.asarray(faces), np.asarray(regions, bool)
+        if faces.dtype != np.uint8 or faces.ndim != 4 or regions.shape != faces.shape[:3]:
+            raise ValueError(f"expected uint8 faces (N, S, S, 3) and bool regions (N, S, S), got {faces.dtype} "
+                             f"{faces.shape} and {regions.shape}")
+        return np.stack([cv2.inpaint(np.ascontiguousarray(f), r.astype(np.uint8) * 255, self.radius, self.flag)
+                         for f, r in zip(faces, regions)]) if len(faces) else faces.copy()
+
 
 class MeanFace:
     """The mean lower face of the train split, pasted under every visible upper band."""

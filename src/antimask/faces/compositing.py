@@ -135,11 +135,17 @@ def paste_alpha(size: int, split_row: int, seam_width: int, feather: int) -> np.
     """(S, S) float32 weight of the drawn face in the aligned frame: 0 above the seam (rows the model
     keeps real), ramping to 1 below it, and ramping to 0 over ``feather`` px at the left, right and
     bottom edges so the warped square melts into the photo."""
-    rows = seam_weights(size, split_row, seam_width).numpy()
+    return seam_weights(size, split_row, seam_width).numpy()[:, None] * edge_alpha(size, feather)
+
+
+def edge_alpha(size: int, feather: int) -> np.ndarray:
+    """(S, S) float32: 1 inside, ramping to 0 over ``feather`` px at the left, right and bottom edges."""
     idx = np.arange(size, dtype=np.float32) + 0.5
-    edge = np.clip(np.minimum(idx, size - idx) / max(feather, 1), 0, 1) if feather > 0 else np.ones(size, np.float32)
-    bottom = np.clip((size - idx) / max(feather, 1), 0, 1) if feather > 0 else np.ones(size, np.float32)
-    return (rows * bottom)[:, None] * edge[None, :]
+    if feather <= 0:
+        return np.ones((size, size), np.float32)
+    edge = np.clip(np.minimum(idx, size - idx) / max(feather, 1), 0, 1)
+    bottom = np.clip((size - idx) / max(feather, 1), 0, 1)
+    return (bottom[:, None] * edge[None, :]).astype(np.float32)
 
 
 def paste_back(photo: np.ndarray, completed: np.ndarray, matrix: np.ndarray, alpha: np.ndarray) -> np.ndarray:

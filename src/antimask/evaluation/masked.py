@@ -1,0 +1,279 @@
+"""`antimask evaluate RUN --masked`: the user's question, answered on masked faces.
+
+Every test face gets a synthetic mask of a held-out style (``masks.held_out_styles``, seeded by
+``(masks.seed, row)``, so every run sees the same masks). The region a method may redraw is the one the run's
+mask segmenter finds (``eval.mask_region=auto`` when the run has one) or the drawn mask itself (``true``, an
+oracle). Rows of the table:
+
+- ``masked_face``: the masked face as it is (what the user has without antimask);
+- ``grey_band``: the rows below the split filled grey (no completion, the ``d_nothing`` of the identity gap);
+- ``telea`` / ``navier_stokes``: OpenCV inpainting of the redraw region;
+- ``anti_mask`` and each ``--with`` run: a mask-aware run redraws the region (``MaskAwareAntiMask``), a
+  fixed-row run the paper's lower band (``AntiMask``), both from the masked face;
+- ``real_face``: the unmasked face (the ceiling).
+
+Scores per face: L1 over the true mask region, L1 / SSIM / PSNR over the whole face, dlib identity distance to
+the same photo unmasked and, where the split holds several photos of a person, to the person's other photos,
+the judge network's distance (``eval.judge``), and the share verified at ``eval.verify_threshold``. The
+identity gap recovered is (d_grey - d_method) / (d_grey - d_real) of the means.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from antimask.config import split_row_for
+from antimask.data.resized import faces_at
+from antimask.data.row_masks import mask_styles
+from antimask.data.store import open_store
+from antimask.evaluation.baselines import Inpaint
+from antimask.evaluation.evaluate import EvaluationError, backbone_features, identity_judge, judge_distances
+from antimask.evaluation.metrics import bootstrap_ci, dlib_descriptors, identity_distance, l1, psnr, ssim
+from antimask.evaluation.report import _fresh_dir
+from antimask.faces.images import to_float, to_uint8
+from antimask.faces.masks import MaskAugment, draw_mask, redraw_region
+from antimask.files import atomic_write_text
+from antimask.models.antimask import AntiMask, MaskAwareAntiMask
+from antimask.models.segmenter import load_segmenter, predict_regions
+from antimask.runs import read_manifest, run_config, stage_checkpoint
+
+REFERENCE_ROWS = ("masked_face", "grey_band", "telea", "navier_stokes")
+CEILING = "real_face"
+NOTHING = "grey_band"
+IDENTITY_KEYS = ("identity_distance", "other_photo_distance", "judge_distance")
+METRIC_KEYS = ("region_l1", "l1", "ssim", "psnr") + IDENTITY_KEYS + ("verified",)
+
+
+def masked_test_faces(cfg, store, rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(real, masked, region, styles): each face of ``rows`` at ``size`` with a held-out-style mask drawn on it
+    from its landmarks, seeded by (masks.seed, row); region bool (N, S, S)."""
+    real = faces_at(store, rows, size)
+    augment = MaskAugment(styles=mask_styles(cfg, "test"), p=1.0, seed=int(cfg.masks.seed),
+                          height_range=tuple(float(x) for x in cfg.masks.height_range))
+    scale = size / store.image_size
+    masked, regions, styles = np.empty_like(real), np.zeros(real.shape[:3], bool), []
+    for i, row in enumerate(rows):
+        rng = np.random.default_rng((augment.seed, int(row)))
+        style = augment.style(rng)
+        landmarks = (np.asarray(store.landmarks[int(row)], np.float32) + 0.5) * scale - 0.5
+        masked[i], regions[i] = draw_mask(real[i], landmarks, style)
+        styles.append(style.family)
+    return real, masked, regions, styles
+
+
+def region_source(cfg, run_dir: Path) -> str:
+    """``segmenter`` or ``drawn``: what ``eval.mask_region`` means for this run."""
+    wanted = str(cfg.eval.mask_region)
+    has = "segmenter" in read_manifest(run_dir).get("stages", {})
+    if wanted == "segmenter" and not has:
+        raise EvaluationError(f"eval.mask_region=segmenter but {run_dir} has no trained segmenter; train one with "
+                              f"`antimask train segmenter run.dir={run_dir}` or use eval.mask_region=drawn")
+    return "segmenter" if wanted == "segmenter" or (wanted == "auto" and has) else "drawn"
+
+
+def _model_for(run_dir: Path, cfg):
+    encoder, decoder = stage_checkpoint(run_dir, "encoder"), stage_checkpoint(run_dir, "mask_decoder")
+    if bool(cfg.model.mask_aware):
+        return MaskAwareAntiMask.from_checkpoints(encoder, decoder)
+    return AntiMask.from_checkpoints(encoder, decoder, int(cfg.model.seam_width), int(cfg.model.seam_colour_rows))
+
+
+def complete(model, masked: np.ndarray, redraw: np.ndarray, batch_size: int) -> np.ndarray:
+    """uint8 faces completed by ``model``: a mask-aware one redraws ``redraw`` (float (N, S, S)), a fixed-row one
+    the lower band."""
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(masked), batch_size):
+            x = to_float(masked[s:s + batch_size])
+            if isinstance(model, MaskAwareAntiMask):
+                out.append(to_uint8(model(x, torch.from_numpy(redraw[s:s + batch_size, None]).float())))
+            else:
+                out.append(to_uint8(model(x)))
+    return np.concatenate(out) if out else masked.copy()
+
+
+def region_l1(drawn: np.ndarray, real: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """Mean absolute error in [0, 1] over each face's region pixels (NaN for an empty region), (N,)."""
+    diff = np.abs(drawn.astype(np.float64) - real.astype(np.float64)).mean(-1) / 255.0
+    counts = regions.reshape(len(regions), -1).sum(1)
+    sums = (diff * regions).reshape(len(regions), -1).sum(1)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def other_photo_distances(descriptors: np.ndarray, real_descriptors: np.ndarray, identities: np.ndarray) -> np.ndarray:
+    """Per face, the mean dlib distance of its descriptor to the real descriptors of the same person's other
+    photos in the set; NaN where the person has no other photo."""
+    out = np.full(len(descriptors), np.nan)
+    for i, who in enumerate(identities):
+        others = np.flatnonzero((identities == who) & (np.arange(len(identities)) != i))
+        if len(others):
+            out[i] = float(np.linalg.norm(real_descriptors[others] - descriptors[i], axis=1).mean())
+    return out
+
+
+def gap_recovered(means: dict[str, float], method: str) -> float:
+    """(d_nothing - d_method) / (d_nothing - d_real); NaN when the gap is not positive."""
+    nothing, real = means.get(NOTHING, np.nan), means.get(CEILING, np.nan)
+    gap = nothing - real
+    return float((nothing - means[method]) / gap) if np.isfinite(gap) and gap > 0 else float("nan")
+
+
+def evaluate_masked(run_dir: str | Path, split: Optional[str] = None, name: Optional[str] = None,
+                    extra_runs: Optional[dict[str, str | Path]] = None, cfg_overrides: Optional[list[str]] = None,
+                    out_dir: Optional[str | Path] = None) -> dict[str, Any]:
+    """Score the run (and ``extra_runs`` {label: run folder}) on masked test faces; writes metrics.json,
+    report.md and grid.png to ``out_dir`` (default RUN/reports/masked_<split>); returns {"summary", "gap",
+    "paths", "region_source", "segmenter_iou", "n_faces"}."""
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir, cfg_overrides)
+    e = cfg.eval
+    split = str(split or e.split)
+    size = int(cfg.data.image_size)
+    split_row = split_row_for(size, cfg.data.split_row)
+    batch = int(cfg.data.batch_size)
+    extra = {label: Path(p) for label, p in (extra_runs or {}).items()}
+    clash = set(extra) & (set(REFERENCE_ROWS) | {"anti_mask", CEILING})
+    if clash:
+        raise EvaluationError(f"extra run labels {sorted(clash)} clash with row names; rename them")
+    models = {"anti_mask": _model_for(run_dir, cfg)}
+    for label, path in extra.items():
+        other = run_config(path)
+        if int(other.data.image_size) != size:
+            raise EvaluationError(f"extra run '{label}' ({path}) draws {other.data.image_size} px faces, "
+                                  f"{run_dir} draws {size} px: they cannot share one table")
+        models[label] = _model_for(path, other)
+    source = region_source(cfg, run_dir)
+
+    store = open_store(cfg.data.store)
+    rows = store.rows(split, morphs=False)
+    if e.max_faces:
+        rows = rows[: int(e.max_faces)]
+    if len(rows) == 0:
+        raise EvaluationError(f"{store.root}: the '{split}' split has no photos to evaluate")
+    real, masked, regions, styles = masked_test_faces(cfg, store, rows, size)
+    seg_iou = None
+    if source == "segmenter":
+        found = predict_regions(load_segmenter(stage_checkpoint(run_dir, "segmenter"), size), masked, batch)
+        inter = (found & regions).reshape(len(rows), -1).sum(1)
+        union = (found | regions).reshape(len(rows), -1).sum(1)
+        seg_iou = float(np.mean(inter / np.maximum(union, 1)))
+    else:
+        found = regions
+    m = cfg.masks
+    redraw = np.stack([redraw_region(r, int(m.redraw_dilate_px), int(m.redraw_feather_px)) for r in found]) \
+        if len(found) else np.zeros(found.shape, np.float32)
+    inpaint_region = redraw > 0
+
+    grey = masked.copy()
+    grey[:, split_row:] = 128
+    drawn: dict[str, np.ndarray] = {"masked_face": masked, "grey_band": grey}
+    for method in ("telea", "navier_stokes"):
+        drawn[method] = Inpaint(method, int(e.inpaint_radius)).complete_regions(masked, inpaint_region)
+    for label, model in models.items():
+        drawn[label] = complete(model, masked, redraw, batch)
+    drawn[CEILING] = real
+
+    n_batch = int(e.descriptor_batch)
+    identities = np.asarray(store.meta["identity"][rows])
+    real_desc = dlib_descriptors(real, n_batch)
+    judge, judge_note = identity_judge(cfg)
+    real_judged = None if judge is None else backbone_features(
+        judge, real, store.image_size, int(cfg.backbone.batch_size))
+    per_face: dict[str, dict[str, np.ndarray]] = {}
+    for method, faces in drawn.items():
+        desc = real_desc if method == CEILING else dlib_descriptors(faces, n_batch)
+        d = identity_distance(desc, real_desc)
+        scores = {"region_l1": region_l1(faces, real, regions), "l1": l1(faces, real), "ssim": ssim(faces, real),
+                  "psnr": psnr(faces, real), "identity_distance": d,
+                  "other_photo_distance": other_photo_distances(desc, real_desc, identities),
+                  "verified": (d < float(e.verify_threshold)).astype(np.float64)}
+        if judge is not None:
+            scores["judge_distance"] = judge_distances(judge, faces, real_judged, store.image_size,
+                                                       int(cfg.backbone.batch_size))
+        per_face[method] = scores
+
+    seed = int(cfg.run.seed)
+    summary = {method: {k: dict(zip(("mean", "low", "high"), bootstrap_ci(v, int(e.bootstrap), seed,
+                                                                           method=str(e.ci_method))),
+                            n=int(np.isfinite(v).sum())) for k, v in scores.items()}
+               for method, scores in per_face.items()}
+    gap = {key: {method: gap_recovered({mm: summary[mm][key]["mean"] for mm in summary if key in summary[mm]}, method)
+                 for method in summary if key in summary[method]}
+           for key in IDENTITY_KEYS if key in summary[CEILING]}
+
+    target = Path(out_dir) if out_dir is not None else run_dir / "reports" / f"masked_{split}"
+    folder = _fresh_dir(target, name)
+    context = {"run": str(run_dir), "split": split, "n_faces": int(len(rows)), "image_size": size,
+               "split_row": split_row, "region_source": source, "segmenter_iou": seg_iou,
+               "held_out_styles": sorted(set(styles)), "store": str(cfg.data.store),
+               "judge": None if judge is None else judge.name, "judge_note": judge_note,
+               "with": {k: str(v) for k, v in extra.items()},
+               "mask_coverage": float(regions.mean()), "config": OmegaConf.to_container(cfg, resolve=True)}
+    paths = {"metrics": folder / "metrics.json", "report": folder / "report.md", "grid": folder / "grid.png"}
+    atomic_write_text(paths["metrics"], json.dumps(_json_safe({"context": context, "methods": summary,
+                                                               "gap_recovered": gap}), indent=1))
+    atomic_write_text(paths["report"], _markdown(summary, gap, context))
+    _grid(paths["grid"], masked, found, drawn, int(e.grid_faces))
+    return {"summary": summary, "gap": gap, "paths": {k: str(v) for k, v in paths.items()}, "dir": str(folder),
+            "region_source": source, "segmenter_iou": seg_iou, "n_faces": int(len(rows)), "drawn": drawn,
+            "regions": regions, "found": found}
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _fmt(stats: dict) -> str:
+    mean, low, high = stats["mean"], stats["low"], stats["high"]
+    if not np.isfinite(mean):
+        return "n/a"
+    return f"{mean:.4g}" if not np.isfinite(low) else f"{mean:.4g} [{low:.4g}, {high:.4g}]"
+
+
+def _markdown(summary: dict, gap: dict, ctx: dict) -> str:
+    keys = [k for k in METRIC_KEYS if any(k in s for s in summary.values())]
+    lines = [f"# Masked faces: {ctx['run']} ({ctx['split']} split, {ctx['n_faces']} faces, {ctx['image_size']} px)", "",
+             f"- masks: held-out styles {', '.join(ctx['held_out_styles'])}; mean coverage {ctx['mask_coverage']:.3f} "
+             "of the face",
+             f"- redraw region: {ctx['region_source']}" + (f" (segmenter IoU {ctx['segmenter_iou']:.3f} against the "
+                                                            "drawn masks)" if ctx['segmenter_iou'] is not None else
+                                                            " (the drawn mask itself: an oracle)"),
+             f"- identity: dlib distance to the same photo unmasked and to the person's other photos; judge "
+             f"{ctx['judge'] or 'none'}" + (f" ({ctx['judge_note']})" if ctx['judge_note'] else ""),
+             f"- gap recovered: ({NOTHING} - method) / ({NOTHING} - {CEILING}) of the mean distances",
+             "- grid.png columns: the masked face with the redraw region in red, then "
+             + ", ".join(m for m in summary if m != "masked_face"), "",
+             "| method | " + " | ".join(keys) + " | " + " | ".join(f"gap {k}" for k in gap) + " |",
+             "|---" * (1 + len(keys) + len(gap)) + "|"]
+    for method, stats in summary.items():
+        cells = [_fmt(stats[k]) if k in stats else "n/a" for k in keys]
+        cells += [f"{gap[k][method]:.3f}" if np.isfinite(gap[k].get(method, np.nan)) else "n/a" for k in gap]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _grid(path: Path, masked: np.ndarray, found: np.ndarray, drawn: dict[str, np.ndarray], n: int) -> None:
+    """Rows of faces: masked | region found (red) | every method | real."""
+    import cv2
+
+    n = min(n, len(masked))
+    if n == 0:
+        return
+    overlay = masked[:n].copy()
+    overlay[found[:n]] = (0.5 * overlay[found[:n]] + 0.5 * np.array([255, 0, 0])).astype(np.uint8)
+    columns = [overlay] + [faces[:n] for method, faces in drawn.items() if method != "masked_face"]
+    grid = np.concatenate([np.concatenate([c[i] for c in columns], 1) for i in range(n)], 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
