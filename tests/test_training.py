@@ -86,6 +86,30 @@ def test_bf16_mixed_precision_on_cpu(utk_photos, utk_store, tmp_path):
     assert torch.isfinite(torch.tensor(metrics["train/loss_step"]))
 
 
+def test_compiled_networks_train_a_fast_dev_run_on_the_cpu(utk_photos, utk_store, tmp_path):
+    metrics, objects = train_stage(_cfg(utk_photos, utk_store, tmp_path, "trainer.compile=true",
+                                        "trainer.fast_dev_run=true", "trainer.accelerator=cpu"), "face_decoder")
+    module = objects["module"]
+    assert objects["trainer"].global_step == 1
+    assert torch.isfinite(torch.tensor(metrics["train/loss_step"]))
+    assert module.decoder._compiled_call_impl is not None, "trainer.compile compiles the module's networks"
+    assert not any("_orig_mod" in k for k in module.state_dict()), "in place: checkpoints keep their names"
+
+
+def test_the_speed_switches_reach_the_trainer(tmp_path):
+    from antimask.models.callbacks import ChannelsLast
+    from antimask.training import build_trainer
+
+    cfg = load_config(None, [f"run.dir={tmp_path}", "trainer.accelerator=cpu"])
+    trainer = build_trainer(cfg, "mask_decoder")
+    assert torch.backends.cudnn.benchmark and any(isinstance(c, ChannelsLast) for c in trainer.callbacks)
+    cfg = load_config(None, [f"run.dir={tmp_path}", "trainer.accelerator=cpu", "trainer.deterministic=true",
+                             "trainer.channels_last=false"])
+    trainer = build_trainer(cfg, "mask_decoder")
+    assert not torch.backends.cudnn.benchmark, "deterministic kernels: cuDNN may not pick the fastest"
+    assert not any(isinstance(c, ChannelsLast) for c in trainer.callbacks)
+
+
 def test_missing_stage_in_manifest_is_named(tmp_path):
     with pytest.raises(ManifestError, match="stage 'face_decoder' has not finished"):
         stage_checkpoint(tmp_path, "face_decoder")

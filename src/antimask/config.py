@@ -26,6 +26,7 @@ PAPER_SPLIT_ROW = 96
 
 # Choices that the modules check too (for direct construction), named so both read the one list.
 DecoderKind = Literal["paper", "appearance"]
+UpsampleKind = Literal["transpose", "pixel_shuffle", "resize_conv"]
 EncoderLoss = Literal["mse", "cosine"]
 
 # The three training stages in the order train-all runs them (each one LightningModule).
@@ -64,6 +65,11 @@ class DataConfig:
     num_workers: int = 2
     pin_memory: bool = True
     persistent_workers: bool = True
+    # the faces (uint8), landmarks and features of each split held on the training device, batches indexed
+    # there with no loader workers; not for splits with per-face numpy work (photometric, model.mask_aware)
+    device_resident: bool = False
+    # the share of the device's memory (CUDA: its total; CPU: the available RAM) they may take, else refused
+    device_memory_fraction: float = 0.5
     flip: bool = False  # horizontal flip for training (landmark indices swapped)
     photometric: bool = False  # albumentations colour/blur/JPEG/noise on the encoder stage's training faces
     use_morphs: bool = True  # train on morph rows when the store has them
@@ -141,6 +147,9 @@ class BackboneConfig:
     relu: bool = True  # vggface: features after the ReLU
     batch_size: int = 64
     online: bool = False  # run the backbone every step (needed with photometric augmentation)
+    # the feature cache of a backbone outside torch (dlib, which holds the GIL): its batches spread over this
+    # many processes; 0 = every CPU core. Torch backbones run on the trainer's accelerator instead
+    workers: int = 0
 
 
 @dataclass
@@ -148,6 +157,10 @@ class ModelConfig:
     shared_dim: int = 1000  # the paper's shared layer between landmark and texture heads
     decoder_channels: int = 256  # channels of the first decoder grid (14x14x256 at 224)
     decoder_upsamplings: int = 4  # transposed convolutions; first grid = output size / 2**n
+    # how the paper decoder doubles its grid: the paper's 4x4 stride-2 transposed convolution; pixel_shuffle (a
+    # 3x3 conv to 4x the channels, then PixelShuffle) or resize_conv (nearest 2x, then a 3x3 conv) avoid its
+    # slow and checkerboard-prone kernel; same output shapes. The U-Net decoders always resize, then convolve
+    upsample: UpsampleKind = "transpose"
     use_landmarks: bool = True  # ablation: no landmark head when false
     full_face: bool = False  # ablation: the mask decoder draws the whole face
     landmark_weight: float = 10.0
@@ -190,6 +203,9 @@ class StageConfig:
     weight_decay: float = 0.0
     scheduler: Literal["none", "cosine"] = "none"  # cosine: the learning rate falls to 0 over max_epochs
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam's (torch's defaults)
+    # Adam's fused kernel (one launch for every parameter) where the parameters' device has it (CUDA; CPU in
+    # torch >= 2.4), else torch's default; the same update up to float rounding, faster
+    fused_adam: bool = True
     limit_train_batches: Optional[float] = None
     limit_val_batches: Optional[float] = None
 
@@ -221,6 +237,17 @@ class TrainerConfig:
     check_val_every_n_epoch: int = 1
     ckpt_path: Optional[str] = None  # "last" resumes the stage from its last checkpoint
     image_log_every_n_epochs: int = 1
+    # ---- speed: none of these changes what a stage learns beyond float rounding
+    # cuDNN times its kernels for each input shape once and keeps the fastest (our shapes are fixed); off when
+    # trainer.deterministic
+    cudnn_benchmark: bool = True
+    # the networks' weights and the batch's images in NHWC order: tensor-core convolutions on a GPU (with
+    # 16/bf16-mixed); on the CPU about as fast as NCHW
+    channels_last: bool = True
+    # torch.compile the stage's networks: faster steps after a compile of a minute or so per stage (needs a C
+    # compiler on the CPU, Triton on a GPU); off by default because of that wait
+    compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"  # torch.compile's mode
 
 
 @dataclass
@@ -284,6 +311,8 @@ class PredictConfig(FaceFinderConfig):
     # auto: mask when the run is mask-aware and a segmenter is at hand, else rows
     mode: Literal["auto", "rows", "mask"] = "auto"
     segmenter: Optional[str] = None  # a run folder whose trained segmenter finds the masks; None = the run's own
+    # every aligned crop must pass the segmenter's face head (masks.face_threshold) when a segmenter is at hand
+    verify_faces: bool = True
 
 
 @dataclass
@@ -301,6 +330,11 @@ class MasksConfig:
     segmenter_depth: int = 4  # U-Net levels (depth - 1 halvings of the face)
     dice_weight: float = 1.0  # loss = BCE + dice_weight * soft Dice
     threshold: float = 0.5  # probability above which a pixel counts as mask
+    # the segmenter's face head: trained on crops that are not faces (faces.negatives: close-ups, shifted and
+    # turned faces, textures) mixed in with this probability, its BCE weighted by face_weight (0 = no head)
+    negative_p: float = 0.25
+    face_weight: float = 1.0
+    face_threshold: float = 0.5  # predict: an aligned crop whose face probability is below this is no face
 
 
 @dataclass
@@ -504,6 +538,7 @@ def validate(cfg: DictConfig) -> None:
     _check(0 < row < size, "data.split_row", f"{row} lies outside the image (1..{size - 1})")
     _check(cfg.data.batch_size >= 1, "data.batch_size", "must be at least 1")
     _check(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
+    _check(0 < cfg.data.device_memory_fraction <= 1, "data.device_memory_fraction", "a fraction in (0, 1]")
     _check(cfg.prepare.image_size >= 64, "prepare.image_size", "must be at least 64")
     _check(cfg.prepare.workers >= 0, "prepare.workers", "must be >= 0")
     _check(cfg.prepare.chunk >= 1, "prepare.chunk", "must be at least 1")
@@ -550,6 +585,7 @@ def validate(cfg: DictConfig) -> None:
     _check(0 <= cfg.data.noise_std_max <= 1, "data.noise_std_max", "in [0, 1]")
     _check(is_backbone_name(cfg.backbone.name), "backbone.name", _backbone_choices(cfg.backbone.name))
     _check(cfg.backbone.batch_size >= 1, "backbone.batch_size", "must be at least 1")
+    _check(cfg.backbone.workers >= 0, "backbone.workers", "must be >= 0 (0 = every CPU core)")
     for name in ("landmark_weight", "texture_weight"):
         _check(cfg.model[name] >= 0, f"model.{name}", "must be >= 0")
     _check(cfg.model.seam_width >= 0, "model.seam_width", "must be >= 0")
@@ -641,6 +677,9 @@ def _validate_masks(cfg: DictConfig) -> None:
            f"2**(depth - 1) <= data.image_size={size}")
     _check(m.dice_weight >= 0, "masks.dice_weight", "must be >= 0")
     _check(0 < m.threshold < 1, "masks.threshold", "a probability in (0, 1)")
+    _check(0 <= m.negative_p < 1, "masks.negative_p", "a probability in [0, 1)")
+    _check(m.face_weight >= 0, "masks.face_weight", "must be >= 0")
+    _check(0 < m.face_threshold < 1, "masks.face_threshold", "a probability in (0, 1)")
     settings = cfg.stages.segmenter
     _check(settings.lr > 0, "stages.segmenter.lr", f"{settings.lr} must be positive")
     _check(settings.max_epochs >= 1, "stages.segmenter.max_epochs", "must be at least 1")

@@ -8,6 +8,8 @@ Two modes (``predict.mode``): ``rows``, the paper's, redraws the lower band belo
 ``mask`` has the mask segmenter find each face's mask and a mask-aware run (``model.mask_aware``) redraw only that
 region grown and feathered (``MaskAwareAntiMask``), so cheeks, jaw and neck beside the mask stay real. ``auto``
 takes ``mask`` when the run is mask-aware and has a segmenter (or ``predict.segmenter`` names a run that has one).
+Whenever a segmenter with a face head is at hand (``predict.verify_faces``), every aligned crop must also pass it,
+so a detector's box on an eye close-up or a patterned shirt is not "completed".
 """
 
 from __future__ import annotations
@@ -19,17 +21,17 @@ from typing import Any, Optional
 import numpy as np
 from omegaconf import DictConfig
 
-from antimask.faces import finder
 from antimask.errors import AntimaskError
+from antimask.faces import finder
 from antimask.faces.align import invert_transform
 from antimask.faces.compositing import edge_alpha, paste_alpha, paste_back
 from antimask.faces.finder import Face
 from antimask.faces.images import to_float, to_uint8
+from antimask.faces.masks import redraw_region
 from antimask.faces.photos import Rejected, find_images, load_rgb
 from antimask.files import atomic_path
-from antimask.faces.masks import redraw_region
 from antimask.models.antimask import AntiMask, MaskAwareAntiMask
-from antimask.models.segmenter import load_segmenter, predict_regions
+from antimask.models.segmenter import face_probabilities, load_segmenter, predict_regions
 from antimask.runs import ManifestError, run_config, stage_checkpoint
 
 PNG_KEY = "antimask"
@@ -54,16 +56,21 @@ def load_model(run_dir: str | Path, cfg: DictConfig, mode: str = "rows"):
                                     seam_colour_rows=int(cfg.model.seam_colour_rows))
 
 
+def find_segmenter(run_dir: str | Path, cfg: DictConfig) -> tuple[Optional[Path], Optional[ManifestError]]:
+    """(the checkpoint of ``predict.segmenter``'s or else the run's own segmenter, None and why when it has none)."""
+    source = Path(cfg.predict.segmenter) if cfg.predict.segmenter else Path(run_dir)
+    try:
+        return stage_checkpoint(source, "segmenter"), None
+    except ManifestError as err:
+        return None, err
+
+
 def choose_mode(run_dir: str | Path, cfg: DictConfig) -> tuple[str, Optional[Path]]:
     """(``rows`` or ``mask``, the segmenter checkpoint of the mask mode) for ``predict.mode``."""
     wanted = str(cfg.predict.mode)
     if wanted == "rows":
         return "rows", None
-    source = Path(cfg.predict.segmenter) if cfg.predict.segmenter else Path(run_dir)
-    try:
-        segmenter, missing = stage_checkpoint(source, "segmenter"), None
-    except ManifestError as err:
-        segmenter, missing = None, err
+    segmenter, missing = find_segmenter(run_dir, cfg)
     aware = bool(cfg.model.mask_aware)
     if wanted == "auto":
         return ("mask", segmenter) if aware and segmenter is not None else ("rows", None)
@@ -74,6 +81,15 @@ def choose_mode(run_dir: str | Path, cfg: DictConfig) -> tuple[str, Optional[Pat
         raise PredictError(f"predict.mode=mask needs a trained mask segmenter: {missing}; or name a run that has one "
                            "with predict.segmenter=RUN_DIR")
     return "mask", segmenter
+
+
+def face_verifier(segmenter, threshold: float):
+    """The finder's last check of an aligned crop: the segmenter's face head must give it >= ``threshold``."""
+    def verify(aligned: np.ndarray) -> Optional[str]:
+        p = float(face_probabilities(segmenter, aligned[None])[0])
+        return None if p >= threshold else f"face probability {p:.2f} < masks.face_threshold={threshold}"
+
+    return verify
 
 
 def resolve_device(name: str) -> str:
@@ -100,7 +116,7 @@ def complete_faces(model, faces: list[np.ndarray], device: str, batch_size: int)
 
 
 def complete_masked_faces(model: MaskAwareAntiMask, segmenter, faces: list[np.ndarray], device: str, batch_size: int,
-                          dilate_px: int, feather_px: int) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+                          dilate_px: int, feather_px: int) -> tuple[list, list, list]:
     """Aligned uint8 faces -> (completed faces, mask regions found (bool (S, S)), redraw alphas (float (S, S)))."""
     import torch
 
@@ -195,12 +211,17 @@ def predict(run_dir: str | Path, images: list[str | Path], out_dir: str | Path,
     model.to(device)
     size, split_row = model.image_size, model.split_row
     feather = int(round(opts.feather * size))
-    segmenter = None
+    segmenter_ckpt = segmenter_ckpt or (find_segmenter(run_dir, cfg)[0] if opts.verify_faces else None)
+    segmenter = None if segmenter_ckpt is None else load_segmenter(segmenter_ckpt, size).to(device)
+    verifier = None
+    if segmenter is not None and opts.verify_faces and segmenter.net.face_head is not None:
+        verifier = face_verifier(segmenter, float(cfg.masks.face_threshold))
     if mode == "mask":
-        segmenter = load_segmenter(segmenter_ckpt, size).to(device)
         log(f"antimask predict: mode mask (the segmenter of {segmenter_ckpt} finds each mask, the run redraws it)")
     else:
         log("antimask predict: mode rows (the lower band below the split row is redrawn)")
+    if verifier is not None:
+        log(f"antimask predict: every face is checked by the face head of {segmenter_ckpt}")
     alpha = paste_alpha(size, split_row, getattr(model, "seam_width", 0), feather)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -240,7 +261,7 @@ def predict(run_dir: str | Path, images: list[str | Path], out_dir: str | Path,
             log(f"antimask predict: {path}: skipped, {err}")
             continue
         try:
-            faces = finder.find_faces(photo, opts, size, split_row).faces
+            faces = finder.find_faces(photo, opts, size, split_row, verifier=verifier).faces
         except Rejected:  # predict tries every detector: why each box failed matters less than that none was a face
             results[key] = {"status": "failed", "reason": "no face found", "faces": [], "outputs": []}
             log(f"antimask predict: {path}: skipped, no face found")

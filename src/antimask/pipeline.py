@@ -9,7 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
-from antimask.backbones import backbone_from_config, cached_features
+from antimask.backbones import backbone_from_config, cached_features, to_training_device
 from antimask.config import STAGES
 from antimask.data.augment import augment_store
 from antimask.data.prepare import prepare_store, sample_sources
@@ -36,7 +36,9 @@ def prepare_data(cfg: DictConfig) -> None:
     if _uses_morphs(cfg):
         augment_store(root, cfg)
     store = open_store(root)
-    cached_features(store, backbone_from_config(cfg), batch_size=int(cfg.backbone.batch_size))
+    # on the GPU training will use (the CPU when there is none); dlib on every CPU core
+    cached_features(store, to_training_device(backbone_from_config(cfg), cfg.trainer.accelerator),
+                    batch_size=int(cfg.backbone.batch_size), workers=int(cfg.backbone.workers))
     build_resized_cache(store, int(cfg.data.image_size))
 
 

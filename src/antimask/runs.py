@@ -20,7 +20,7 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from antimask.config import STAGES, Config, config_hash, load_config, save_config
+from antimask.config import SEGMENTER, STAGES, Config, config_hash, load_config, save_config
 from antimask.errors import AntimaskError
 from antimask.files import atomic_write_csv, atomic_write_json, read_json
 
@@ -169,8 +169,11 @@ def keep_history(path: Path, history: list[dict], resumed_epoch: int) -> None:
 # Keys that do not change what a stage learns; a finished stage is reused when only these differ.
 _NOT_RESULTS = ("trainer.ckpt_path", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.accelerator",
                 "trainer.log_every_n_steps", "trainer.image_log_every_n_epochs", "data.num_workers",
-                "data.pin_memory", "data.persistent_workers", "prepare.workers", "augment.workers", "wandb", "run.name",
-                "run.reuse", "run.dir", "eval")
+                "data.pin_memory", "data.persistent_workers", "data.device_resident",
+                "data.device_memory_fraction", "prepare.workers", "augment.workers", "wandb", "run.name",
+                "run.reuse", "run.dir", "eval", "backbone.workers", "trainer.cudnn_benchmark", "trainer.channels_last",
+                "trainer.compile", "trainer.compile_mode",
+                *(f"stages.{stage}.fused_adam" for stage in (*STAGES, SEGMENTER)))
 
 
 def results_hash(cfg: DictConfig) -> str:

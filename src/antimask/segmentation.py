@@ -20,7 +20,7 @@ from antimask.models.segmenter import (
     predict_regions,
 )
 from antimask.runs import results_hash, run_dir, update_manifest
-from antimask.training import build_trainer
+from antimask.training import build_trainer, compile_networks
 
 __all__ = ["predict_regions", "train_segmenter"]  # predict_regions lives with the module: inference may not import this
 
@@ -36,7 +36,7 @@ def train_segmenter(cfg: DictConfig, datamodule: MaskedFaceDataModule | None = N
         folder.mkdir(parents=True, exist_ok=True)
         save_config(cfg, folder)
     dm.setup("fit")
-    module = MaskSegmenterModule.from_config(cfg)
+    module = compile_networks(MaskSegmenterModule.from_config(cfg), cfg.trainer)
     started = time.perf_counter()
     trainer.fit(module, datamodule=dm, weights_only=True)  # never unpickle code on resume
     fit_seconds = round(time.perf_counter() - started, 1)

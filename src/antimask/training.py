@@ -24,7 +24,7 @@ from antimask.backbones import teacher_features
 from antimask.config import STAGES, save_config
 from antimask.data.datamodule import FaceDataModule
 from antimask.guards import FiniteLossGuard
-from antimask.models.callbacks import ImageGridCallback
+from antimask.models.callbacks import ChannelsLast, ImageGridCallback
 from antimask.models.modules import EncoderDistillModule, FaceDecoderModule, MaskDecoderModule
 from antimask.runs import (
     keep_history,
@@ -64,6 +64,8 @@ def build_trainer(cfg: DictConfig, stage: str, callbacks: Optional[list] = None,
                            mode="min", save_last=True, save_top_k=1)
     extra = [best, FiniteLossGuard(),
              ImageGridCallback(every_n_epochs=trainer_cfg.image_log_every_n_epochs, split_row=None)]
+    if trainer_cfg.channels_last:
+        extra.append(ChannelsLast())
     kwargs = dict(
         default_root_dir=str(stage_dir(cfg, stage)), max_epochs=stage_cfg.max_epochs,
         accelerator=trainer_cfg.accelerator, devices=trainer_cfg.devices, num_nodes=trainer_cfg.num_nodes,
@@ -71,6 +73,7 @@ def build_trainer(cfg: DictConfig, stage: str, callbacks: Optional[list] = None,
         gradient_clip_val=trainer_cfg.gradient_clip_val, gradient_clip_algorithm=trainer_cfg.gradient_clip_algorithm,
         accumulate_grad_batches=trainer_cfg.accumulate_grad_batches, sync_batchnorm=trainer_cfg.sync_batchnorm,
         log_every_n_steps=trainer_cfg.log_every_n_steps, deterministic=trainer_cfg.deterministic,
+        benchmark=bool(trainer_cfg.cudnn_benchmark and not trainer_cfg.deterministic),
         fast_dev_run=trainer_cfg.fast_dev_run, check_val_every_n_epoch=trainer_cfg.check_val_every_n_epoch,
         logger=loggers(cfg, stage), callbacks=extra + list(callbacks or []), plugins=_plugins(),
         enable_model_summary=False,
@@ -84,15 +87,26 @@ def build_trainer(cfg: DictConfig, stage: str, callbacks: Optional[list] = None,
 
 def build_module(cfg: DictConfig, stage: str, feature_dim: int, folder: Path) -> pl.LightningModule:
     if stage == "face_decoder":
-        return FaceDecoderModule.from_config(cfg, feature_dim)
-    if stage == "mask_decoder":
+        module = FaceDecoderModule.from_config(cfg, feature_dim)
+    elif stage == "mask_decoder":
         module = MaskDecoderModule.from_config(cfg, feature_dim)
         if cfg.model.init_from_face_decoder:
             module.init_from_face_decoder(stage_checkpoint(folder, "face_decoder"))
-        return module
-    if stage == "encoder":
-        return EncoderDistillModule.from_config(cfg, feature_dim)
-    raise ValueError(f"unknown stage '{stage}'; one of {', '.join(STAGES)}")
+    elif stage == "encoder":
+        module = EncoderDistillModule.from_config(cfg, feature_dim)
+    else:
+        raise ValueError(f"unknown stage '{stage}'; one of {', '.join(STAGES)}")
+    return compile_networks(module, cfg.trainer)
+
+
+def compile_networks(module: pl.LightningModule, trainer_cfg: DictConfig) -> pl.LightningModule:
+    """trainer.compile: each network of the module (its children with parameters) compiled in place by
+    torch.compile, so its state dict and checkpoints keep their names; the first steps wait for the compiler."""
+    if trainer_cfg.compile:
+        for child in module.children():
+            if next(child.parameters(), None) is not None:
+                child.compile(mode=str(trainer_cfg.compile_mode))
+    return module
 
 
 def _keep_history(path: Path, history: list[dict], resumed_from: str) -> None:
@@ -111,18 +125,20 @@ def wait_until(ready: Callable[[], bool], what: str, timeout: float = 6 * 3600, 
 
 def train_stage(cfg: DictConfig, stage: str, datamodule: Optional[FaceDataModule] = None,
                 prepare: Optional[Callable[[], Any]] = None,
-                is_prepared: Optional[Callable[[], bool]] = None) -> tuple[dict, dict]:
+                is_prepared: Optional[Callable[[], bool]] = None,
+                callbacks: Optional[list] = None) -> tuple[dict, dict]:
     """Train one stage on a prepared store; returns (metrics, objects) so tests can assert on both.
 
     ``prepare`` runs on global rank 0 only, before the data is opened; the other ranks wait until
     ``is_prepared()`` (the pipeline passes both; without them the store must be prepared already).
+    ``callbacks`` join the stage's own (benchmarks time the steps with one).
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage '{stage}'; one of {', '.join(STAGES)}")
     pl.seed_everything(cfg.run.seed, workers=True)
     folder = run_dir(cfg)
     dm = datamodule or FaceDataModule(cfg, stage=stage)
-    trainer = build_trainer(cfg, stage)
+    trainer = build_trainer(cfg, stage, callbacks)
     if trainer.is_global_zero:
         folder.mkdir(parents=True, exist_ok=True)
         save_config(cfg, folder)

@@ -1,15 +1,31 @@
-"""The feature cache: computed once, resumed after a crash, refused when it holds NaN/inf."""
+"""The feature cache: computed once, resumed after a crash, refused when it holds NaN/inf; on the trainer's
+accelerator (the CPU when it has none), dlib over several processes, bitwise the plain loop's features on the CPU."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from antimask.backbones import FeatureCacheError, FrozenBackbone, cached_features, feature_key, load_cached_features
+from antimask.backbones import (
+    FeatureCacheError,
+    FrozenBackbone,
+    cached_features,
+    create_backbone,
+    feature_key,
+    load_cached_features,
+    to_training_device,
+    training_device,
+)
+from antimask.backbones.dlib_descriptor import DlibDescriptor
+from antimask.backbones.face_networks import FaceNetwork
+from antimask.backbones.timm_backbone import TimmBackbone
+from antimask.backbones.vggface import VGGFace
 from antimask.data.store import Table, open_store, write_group
+from antimask.faces.images import to_float
 
 N = 10
 
@@ -120,3 +136,64 @@ def test_nan_from_the_backbone_is_not_cached(store):
     with pytest.raises(FeatureCacheError, match=r"rows \[0\]"):
         cached_features(store, backbone, batch_size=4, progress=False)
     assert not (store.root / "features" / f"{feature_key(store, backbone)}.npy").exists()
+
+
+# --- where the features are computed ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("accelerator", ["gpu", "cuda", "auto"])
+def test_the_backbones_run_on_the_gpu_the_trainer_asks_for(accelerator, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert training_device(accelerator) == torch.device("cuda")
+    assert capsys.readouterr().out == ""
+
+
+def test_the_cpu_trainer_keeps_the_backbones_on_the_cpu_even_beside_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert training_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
+def test_a_gpu_asked_for_but_missing_falls_back_to_the_cpu_saying_so_in_one_line(accelerator, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    backbone = to_training_device(CountingBackbone(), accelerator)
+    assert backbone.device == torch.device("cpu")
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and f"trainer.accelerator={accelerator}" in out and "on the CPU" in out
+
+
+def test_auto_without_a_gpu_uses_the_cpu_quietly(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert training_device("auto") == torch.device("cpu")
+    assert capsys.readouterr().out == ""
+
+
+def test_dlib_stays_on_the_cpu_whatever_the_trainer_runs_on(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    dlib = create_backbone("dlib")
+    assert to_training_device(dlib, "gpu") is dlib and not dlib.torch_network
+    assert capsys.readouterr().out == ""
+
+
+def test_vggface_and_timm_allow_bf16_the_face_networks_do_not_and_dlib_is_not_a_torch_network():
+    assert VGGFace.bf16 and TimmBackbone.bf16 and not FaceNetwork.bf16 and not FrozenBackbone.bf16
+    assert DlibDescriptor.torch_network is False and VGGFace.torch_network and FaceNetwork.torch_network
+
+
+def test_cpu_features_are_bitwise_those_of_a_plain_loop_and_say_where_they_were_made(store):
+    backbone = CountingBackbone()
+    features = cached_features(store, backbone, batch_size=4, progress=False)
+    plain = np.concatenate([backbone(to_float(store.images[i:i + 4])).numpy() for i in range(0, N, 4)])
+    np.testing.assert_array_equal(features, plain)
+    meta = json.loads((store.root / "features" / f"{feature_key(store, backbone)}.json").read_text())
+    assert meta["computed_on"] == "cpu" and meta["precision"] == "float32"
+
+
+def test_dlib_spread_over_processes_gives_bitwise_the_features_of_one_process(store, monkeypatch):
+    import antimask.backbones.cache as cache
+
+    monkeypatch.setattr(cache, "POOL_MIN_ROWS", 4)  # this store's 10 rows are worth a pool here
+    one = cached_features(store, create_backbone("dlib"), batch_size=4, progress=False, workers=1)
+    shutil.rmtree(store.root / "features")
+    pooled = cached_features(store, create_backbone("dlib"), batch_size=4, progress=False, workers=2)
+    np.testing.assert_array_equal(pooled, one)

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from torch.utils.data import default_collate
 
 from real_faces import detect_landmarks
 from antimask.config import load_config, split_row_for
 from antimask.faces.align import LOWER_POINTS
-from antimask.data.datamodule import FaceDataModule
+from antimask.data.datamodule import FaceDataModule, mirror_batch, unpack_batch
 from antimask.data.resized import cache_path
 from antimask.pipeline import prepare_data
 from antimask.data.store import StoreError
@@ -42,7 +43,10 @@ def test_sample_shapes_dtypes_ranges(store_root, size):
     dm = _module(_cfg(store_root, size))
     row = split_row_for(size)
     assert row == {64: 27, 112: 48, 224: 96}[size]
-    batch = next(iter(dm.train_dataloader()))
+    packed = next(iter(dm.train_dataloader()))  # uint8 faces travel; the device unpacks them
+    assert packed["face"].shape == (8, 3, size, size) and packed["face"].dtype == torch.uint8
+    assert not {"upper", "lower", "lower_landmarks"} & set(packed)
+    batch = unpack_batch(packed, row)
     assert batch["face"].shape == (8, 3, size, size) and batch["face"].dtype == torch.float32
     assert batch["upper"].shape == (8, 3, row, size) and batch["lower"].shape == (8, 3, size - row, size)
     assert torch.equal(torch.cat([batch["upper"], batch["lower"]], 2), batch["face"])
@@ -76,9 +80,11 @@ def test_features_are_indexed_by_row(store_root):
 
 def test_flip_mirrors_and_permutes_landmarks(store_root):
     dm = _module(_cfg(store_root, 224))
-    ds = dm.dataset("train")
-    plain, flipped = ds.sample(0, flip=False), ds.sample(0, flip=True)
+    packed = default_collate([dm.dataset("train")[0]])
+    plain = {k: v[0] for k, v in unpack_batch(packed, dm.split_row).items()}
+    flipped = {k: v[0] for k, v in unpack_batch(mirror_batch(packed, torch.tensor([True])), dm.split_row).items()}
     assert torch.equal(flipped["face"], plain["face"].flip(-1))
+    assert torch.equal(flipped["lower_landmarks"], flipped["landmarks"][LOWER_POINTS])
     # dlib on the mirrored image finds the landmarks the dataset says are there (indices swapped)
     image = (flipped["face"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     found = detect_landmarks(image) / 224
@@ -91,7 +97,7 @@ def test_flip_mirrors_and_permutes_landmarks(store_root):
 def test_photometric_changes_pixels_not_landmarks(store_root):
     dm = _module(_cfg(store_root, 64, photometric=True, photometric_p=1.0))
     ds = dm.dataset("train", train=True)
-    a, b = ds.sample(0), dm.dataset("train", train=False).sample(0)
+    a, b = ds[0], dm.dataset("train", train=False)[0]
     assert not torch.equal(a["face"], b["face"]) and torch.equal(a["landmarks"], b["landmarks"])
 
 
@@ -102,7 +108,7 @@ def test_photometric_repeats_with_the_torch_seed(store_root):
     def faces(seed):
         torch.manual_seed(seed)
         ds = _module(cfg).dataset("train", train=True)
-        return torch.stack([ds.sample(i)["face"] for i in range(4)])
+        return torch.stack([ds[i]["face"] for i in range(4)])
 
     first = faces(3)
     assert torch.equal(first, faces(3))
@@ -113,7 +119,7 @@ def test_photometric_repeats_with_the_torch_seed(store_root):
 def test_photometric_reaches_only_the_encoder_stage(store_root, stage, jittered):
     """A decoder's target faces must stay the faces the teacher features describe."""
     dm = _module(_cfg(store_root, 64, photometric=True, photometric_p=1.0), stage=stage)
-    a, b = dm.dataset("train", train=True).sample(0), dm.dataset("train", train=False).sample(0)
+    a, b = dm.dataset("train", train=True)[0], dm.dataset("train", train=False)[0]
     assert torch.equal(a["face"], b["face"]) != jittered
 
 
@@ -157,8 +163,9 @@ class RowRecorder(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_ddp_ranks_read_disjoint_shards(store_root, tmp_path):
-    cfg = _cfg(store_root, 64, batch_size=4)
+@pytest.mark.parametrize("resident", [False, True])
+def test_ddp_ranks_read_disjoint_shards(store_root, tmp_path, resident):
+    cfg = _cfg(store_root, 64, batch_size=4, device_resident=resident)  # resident: each rank holds only its shard
     prepare_data(cfg)  # the datamodule opens a prepared store; it prepares nothing itself
     trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -26,11 +26,10 @@ def _items(dataset):
 def test_items_hold_the_masked_face_its_region_the_face_and_the_row(masked_cfg):
     item = MaskedFaceDataModule(masked_cfg()).dataset("train", train=True)[0]
     assert item["masked"].shape == item["face"].shape == (3, SIZE, SIZE)
-    assert item["masked"].dtype == item["region"].dtype == torch.float32
+    assert item["masked"].dtype == item["face"].dtype == torch.uint8 and item["region"].dtype == torch.bool
     assert item["region"].shape == (1, SIZE, SIZE)
-    assert set(item["region"].unique().tolist()) == {0.0, 1.0}
-    assert 0.1 < item["region"].mean() < 0.6  # a mask over the lower face, not a speck or the whole image
-    outside = item["region"][0] == 0
+    assert 0.1 < item["region"].float().mean() < 0.6  # a mask over the lower face, not a speck or the whole image
+    outside = ~item["region"][0]
     assert torch.equal(item["masked"][:, outside], item["face"][:, outside])  # only the region is drawn on
     assert not torch.equal(item["masked"][:, ~outside], item["face"][:, ~outside])
     assert isinstance(item["row"], int)
@@ -75,9 +74,26 @@ def test_an_unknown_family_or_none_left_to_train_names_the_key(masked_cfg):
 
 
 def test_with_p_zero_faces_stay_bare(masked_cfg):
-    item = MaskedFaceDataModule(masked_cfg("masks.p=0")).dataset("val")[0]
+    item = MaskedFaceDataModule(masked_cfg("masks.p=0", "masks.negative_p=0")).dataset("val")[0]
     assert torch.equal(item["masked"], item["face"])
-    assert item["region"].sum() == 0 and item["style"] == ""
+    assert item["region"].sum() == 0 and item["style"] == "" and item["is_face"] == 1
+
+
+def test_a_share_of_rows_are_crops_that_are_not_faces(masked_cfg):
+    """masks.negative_p: those rows hold a faces.negatives crop with an empty region and is_face 0, the same in
+    every call; with masks.face_weight=0 (no face head to train) there are none."""
+    ds = MaskedFaceDataModule(masked_cfg("masks.negative_p=0.5")).dataset("train")
+    items = [ds[i] for i in range(len(ds))]
+    negatives = [it for it in items if it["is_face"] == 0]
+    assert 0.2 * len(items) < len(negatives) < 0.8 * len(items)
+    for it in negatives:
+        assert it["region"].sum() == 0 and not torch.equal(it["masked"], it["face"])
+        assert it["masked"].dtype == torch.uint8 and it["masked"].shape == it["face"].shape
+    assert all(it["region"].sum() > 0 for it in items if it["is_face"] == 1)
+    again = [ds[i]["is_face"] for i in range(len(ds))]
+    assert again == [it["is_face"] for it in items]
+    plain = MaskedFaceDataModule(masked_cfg("masks.negative_p=0.5", "masks.face_weight=0")).dataset("train")
+    assert all(plain[i]["is_face"] == 1 for i in range(len(plain)))
 
 
 def test_the_schema_defaults_are_the_mask_drawings_own():
@@ -94,6 +110,8 @@ def test_the_schema_defaults_are_the_mask_drawings_own():
     ("masks.height_range=[0.8,0.2]", "masks.height_range"), ("masks.seed=-1", "masks.seed"),
     ("masks.redraw_dilate_px=-1", "masks.redraw_dilate_px"), ("masks.segmenter_width=0", "masks.segmenter_width"),
     ("masks.segmenter_depth=8", "masks.segmenter_depth"), ("masks.threshold=1", "masks.threshold"),
+    ("masks.negative_p=1", "masks.negative_p"), ("masks.face_weight=-1", "masks.face_weight"),
+    ("masks.face_threshold=0", "masks.face_threshold"),
     ("stages.segmenter.lr=0", "stages.segmenter.lr"),
 ])
 def test_out_of_range_mask_keys_are_refused_by_name(override, key):
@@ -102,9 +120,9 @@ def test_out_of_range_mask_keys_are_refused_by_name(override, key):
 
 
 def test_region_pixels_match_draw_mask_on_the_same_face(masked_cfg):
-    dm = MaskedFaceDataModule(masked_cfg())
+    dm = MaskedFaceDataModule(masked_cfg("masks.negative_p=0"))  # a face, not a crop that is none
     item = dm.dataset("val")[0]
     style = masks.MaskAugment(styles=masks.HELD_OUT_STYLES).style(np.random.default_rng((0, item["row"])))
-    face = (item["face"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    face = np.ascontiguousarray(item["face"].permute(1, 2, 0).numpy())
     _, region = masks.draw_mask(face, item["landmarks"].numpy() * SIZE, style)
-    assert np.array_equal(region, item["region"][0].numpy() > 0.5)
+    assert np.array_equal(region, item["region"][0].numpy())

@@ -7,14 +7,17 @@ import torch
 
 from antimask.config import split_row_for
 from antimask.models.components import Decoder, TextureDecoder, UpperEncoder, start_grid
+from antimask.models.components.decoder import UPSAMPLES
 
 
+@pytest.mark.parametrize("upsample", UPSAMPLES)
 @pytest.mark.parametrize("size", [64, 112, 224])
 @pytest.mark.parametrize("part", ["face", "lower"])
-def test_decoder_output_shapes(size, part):
+def test_decoder_output_shapes(size, part, upsample):
     row = split_row_for(size)
     height = size if part == "face" else size - row
-    dec = Decoder(128, height, size, num_landmarks=40, shared_dim=1000, channels=256, upsamplings=4)
+    dec = Decoder(128, height, size, num_landmarks=40, shared_dim=1000, channels=256, upsamplings=4,
+                  upsample=upsample)
     image, points = dec(torch.randn(2, 128))
     assert image.shape == (2, 3, height, size)
     assert points.shape == (2, 40, 2)
@@ -22,15 +25,32 @@ def test_decoder_output_shapes(size, part):
     assert dec.draw(torch.randn(3, 128)).shape == (3, 3, height, size)
 
 
+@pytest.mark.parametrize("upsample", UPSAMPLES)
+def test_every_upsample_doubles_the_grid_at_each_layer(upsample):
+    dec = TextureDecoder(16, 56, 56, channels=64, upsamplings=3, upsample=upsample)
+    x, shapes = torch.randn(2, 64, 7, 7), []
+    for layer in dec.convs:
+        x = layer(x)
+        shapes.append(tuple(x.shape[1:]))
+    # every third layer is an upsampling one (then batch norm, ReLU): 64 -> 32 -> 16 -> 3 channels, 7 -> 56 px
+    assert shapes[::3] == [(32, 14, 14), (16, 28, 28), (3, 56, 56)]
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in dec.modules()) == (upsample == "transpose")
+
+
+def test_an_unknown_upsample_is_refused():
+    with pytest.raises(ValueError, match="upsample must be one of transpose, pixel_shuffle, resize_conv"):
+        TextureDecoder(16, 56, 56, channels=64, upsamplings=3, upsample="bilinear")
+
+
 def test_paper_grid_sizes():
     # the paper's 14x14x256 grid for the whole 224 face; the 128-row lower band starts at 8x14
-    assert TextureDecoder(1000, 224, 224, channels=256, upsamplings=4).grid == (14, 14)
-    assert TextureDecoder(1000, 128, 224, channels=256, upsamplings=4).grid == (8, 14)
+    assert TextureDecoder(1000, 224, 224, channels=256, upsamplings=4, upsample="transpose").grid == (14, 14)
+    assert TextureDecoder(1000, 128, 224, channels=256, upsamplings=4, upsample="transpose").grid == (8, 14)
     assert start_grid(37, 64, 4) == (3, 4)
 
 
 def test_no_landmark_head_without_points():
-    dec = Decoder(16, 37, 64, num_landmarks=0, shared_dim=0, channels=32, upsamplings=3)
+    dec = Decoder(16, 37, 64, num_landmarks=0, shared_dim=0, channels=32, upsamplings=3, upsample="transpose")
     image, points = dec(torch.randn(2, 16))
     assert points is None and dec.landmarks is None and dec.shared is None
     assert image.shape == (2, 3, 37, 64)

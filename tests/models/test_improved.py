@@ -39,7 +39,7 @@ def test_only_the_appearance_decoder_can_carry_the_visible_colour_across_the_sea
     faces = colour.expand(n, 3, size, size).clone()
     features = torch.randn(n, FEATURES)
     errors = {}
-    for name, dec in (("paper", Decoder(FEATURES, size - row, size, 0, 32, 32, 2)),
+    for name, dec in (("paper", Decoder(FEATURES, size - row, size, 0, 32, 32, 2, "transpose")),
                       ("appearance", AppearanceDecoder(FEATURES, size, row, 0, 32, 32, 2, False))):
         opt = torch.optim.Adam(dec.parameters(), lr=3e-3)
         for _ in range(150):

@@ -9,6 +9,8 @@ import torch
 from antimask.faces.align import LOWER_POINTS
 from antimask.models import (EncoderDistillModule, FaceDecoderModule, MaskDecoderModule, StageMismatchError,
                              load_stage)
+from antimask.models.callbacks import ChannelsLast
+from antimask.models.modules import fused_adam_takes
 from helpers import build_module
 
 FEATURES = 16
@@ -229,14 +231,69 @@ def test_a_checkpoint_saved_before_the_new_hparams_still_loads(stage, small_cfg,
     """Checkpoints from before beta1/beta2, the discriminator and perceptual keys existed get the schema's defaults."""
     module = build(stage, small_cfg, "model.adversarial_weight=1" if stage == "mask_decoder" else "data.flip=false")
     new = {"beta1", "beta2", "perceptual_stages", "discriminator_width", "discriminator_layers",
-           "adversarial_beta1", "adversarial_beta2"}
+           "adversarial_beta1", "adversarial_beta2", "upsample", "fused_adam"}
     old = {k: v for k, v in module.hparams.items() if k not in new}
     path = tmp_path / "old.ckpt"
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": old}, path)
     loaded = load_stage(path, stage, FEATURES)
     assert (loaded.hparams.beta1, loaded.hparams.beta2) == (0.9, 0.999)
+    assert loaded.hparams.fused_adam is True and loaded.hparams.get("upsample", "transpose") == "transpose"
     if stage == "mask_decoder":
         assert (loaded.hparams.discriminator_width, loaded.hparams.discriminator_layers) == (32, 3)
         assert (loaded.hparams.adversarial_beta1, loaded.hparams.perceptual_stages) == (0.5, 3)
     for name, value in module.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name
+
+
+# --- the efficient step: the same learning, other kernels ---------------------------------------------------
+
+VARIANTS = [("face_decoder", []), ("mask_decoder", ["model.decoder=appearance"]), ("encoder", [])]
+
+
+@pytest.mark.parametrize("stage,extra", VARIANTS)
+def test_fused_adam_and_channels_last_take_the_same_step_as_the_plain_ones(stage, extra, small_cfg, synthetic):
+    """stages.*.fused_adam and trainer.channels_last change the kernels, not the step: from the same weights on
+    the same batch, one step lands on the same loss."""
+    batch = next(iter(synthetic()))
+
+    def one_step(fused: bool, channels_last: bool) -> tuple[float, float]:
+        torch.manual_seed(0)
+        module = build(stage, small_cfg, f"stages.{stage}.fused_adam={fused}", *extra)
+        b = dict(batch)
+        if channels_last:
+            ChannelsLast().setup(None, module, "fit")
+            ChannelsLast._images(b)
+            convs = [p for p in module.parameters() if p.ndim == 4]
+            assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+            assert b["face"].is_contiguous(memory_format=torch.channels_last)
+        optimizer = module.configure_optimizers()
+        assert bool(optimizer.defaults["fused"]) == fused
+        before, _ = module.compute_losses(b)
+        optimizer.zero_grad()
+        before.backward()
+        optimizer.step()
+        after, _ = module.compute_losses(b)
+        return float(before.detach()), float(after.detach())
+
+    plain = one_step(False, False)
+    assert plain[1] < plain[0]
+    for fused, channels_last in ((True, False), (False, True), (True, True)):
+        assert one_step(fused, channels_last) == pytest.approx(plain, rel=1e-4), (fused, channels_last)
+
+
+def test_fused_adam_falls_back_where_torch_has_no_fused_kernel():
+    assert fused_adam_takes([torch.nn.Parameter(torch.zeros(2))])  # the CPU has one (torch >= 2.4)
+    assert not fused_adam_takes([torch.nn.Parameter(torch.zeros(2, device="meta"))])
+    assert not fused_adam_takes([])
+
+
+@pytest.mark.parametrize("upsample", ["transpose", "pixel_shuffle", "resize_conv"])
+def test_model_upsample_reaches_the_paper_decoders_and_keeps_their_output(upsample, small_cfg):
+    features = torch.randn(2, FEATURES)
+    face = build("face_decoder", small_cfg, f"model.upsample={upsample}")
+    lower = build("mask_decoder", small_cfg, f"model.upsample={upsample}")
+    assert face.hparams.upsample == lower.hparams.upsample == upsample
+    assert face(features)[0].shape == (2, 3, 64, 64)
+    assert lower(features)[0].shape == (2, 3, 64 - 27, 64)
+    transposed = any(isinstance(m, torch.nn.ConvTranspose2d) for m in face.modules())
+    assert transposed == (upsample == "transpose")

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import default_collate
 
 from antimask.config import load_config
+from antimask.data.datamodule import unpack_batch
 from antimask.data.masked import MaskedFaceDataModule
 from antimask.data.resized import build_resized_cache
 from antimask.data.store import open_store
@@ -17,6 +19,7 @@ from antimask.models.components.segmenter import MaskSegmenter
 from antimask.models.modules import StageMismatchError
 from antimask.models.segmenter import (
     MaskSegmenterModule,
+    face_probabilities,
     load_segmenter,
     predict_regions,
     soft_dice_loss,
@@ -45,9 +48,10 @@ def _cfg(store: Path, run: Path, *extra: str):
 
 
 def _batch(store: Path, run: Path, split: str = "train", n: int = 4) -> dict[str, torch.Tensor]:
-    ds = MaskedFaceDataModule(_cfg(store, run)).dataset(split)
-    items = [ds[i] for i in range(n)]
-    return {k: torch.stack([it[k] for it in items]) for k in ("masked", "region", "face")}
+    """n samples of ``split`` as the module gets them: collated, then unpacked as on the device."""
+    dm = MaskedFaceDataModule(_cfg(store, run))
+    ds = dm.dataset(split)
+    return unpack_batch(default_collate([ds[i] for i in range(n)]), dm.split_row)
 
 
 @pytest.mark.parametrize("size", [64, 50])
@@ -156,3 +160,43 @@ def test_antimask_train_segmenter_prepares_what_is_missing_and_records_the_fit(f
     entry = read_manifest(tmp_path)["stages"]["segmenter"]
     assert entry["status"] == "done" and (tmp_path / entry["best_checkpoint"]).is_file()
     assert "test/iou=" in capsys.readouterr().out
+
+
+def test_the_face_head_learns_to_tell_faces_from_crops_that_are_not(face_store, tmp_path):
+    """masks.negative_p mixes faces.negatives crops into the batches; the face head's BCE joins the loss and,
+    fitted on one batch, its probabilities put every face above every crop that is not one."""
+    torch.manual_seed(0)
+    cfg = _cfg(face_store, tmp_path, "masks.negative_p=0.5")
+    dm = MaskedFaceDataModule(cfg)
+    ds = dm.dataset("train")
+    batch = unpack_batch(default_collate([ds[i] for i in range(len(ds))]), dm.split_row)
+    is_face = batch["is_face"].bool()
+    assert is_face.any() and (~is_face).any()
+    module = MaskSegmenterModule.from_config(cfg)
+    assert module.hparams.face_weight == 1.0 and module.net.face_head is not None
+    optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
+    for _ in range(30):
+        loss, _ = module.compute_losses(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    module.eval()
+    probs = face_probabilities(module, to_uint8(batch["masked"]))
+    assert probs.shape == (len(is_face),) and ((probs >= 0) & (probs <= 1)).all()
+    assert probs[is_face.numpy()].min() > probs[~is_face.numpy()].max(), probs
+
+
+def test_a_checkpoint_from_before_the_face_head_loads_without_one(face_store, tmp_path):
+    cfg = _cfg(face_store, tmp_path, "stages.segmenter.max_epochs=1", "stages.segmenter.limit_train_batches=1")
+    train_segmenter(cfg)
+    path = tmp_path / read_manifest(tmp_path)["stages"]["segmenter"]["best_checkpoint"]
+    ckpt = torch.load(path, weights_only=True)
+    assert "face_weight" in ckpt["hyper_parameters"]
+    del ckpt["hyper_parameters"]["face_weight"]
+    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if "face_head" not in k}
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    module = load_segmenter(old, SIZE)
+    assert module.net.face_head is None
+    with pytest.raises(ValueError, match="no face head.*antimask train segmenter"):
+        face_probabilities(module, np.zeros((1, SIZE, SIZE, 3), np.uint8))

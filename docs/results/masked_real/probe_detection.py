@@ -1,7 +1,10 @@
 """Predict's face finder on the first N photos of masked_real: the share with a face, the detectors that
 found them, and a contact sheet of every accepted aligned face (to judge by eye which are not faces).
 
-python docs/results/masked_real/probe_detection.py [N] [--out docs/results/masked_real]
+python docs/results/masked_real/probe_detection.py [N] [--out docs/results/masked_real] [--segmenter RUN_DIR]
+
+With --segmenter, every aligned crop must also pass that run's segmenter face head (what `antimask predict` does
+when a segmenter is at hand); the faces are then aligned at the segmenter's size.
 """
 
 from __future__ import annotations
@@ -23,17 +26,28 @@ parser = argparse.ArgumentParser()
 parser.add_argument("n", type=int, nargs="?", default=100)
 parser.add_argument("--data", default="../shared/data/masked_real")
 parser.add_argument("--out", default="docs/results/masked_real")
+parser.add_argument("--segmenter", default=None, help="a run folder with a trained segmenter (its face head)")
 args = parser.parse_args()
 
 cfg = load_config(None, [])
 size = 112
+verifier = None
+if args.segmenter:
+    from antimask.inference import face_verifier
+    from antimask.models.segmenter import load_segmenter
+    from antimask.runs import run_config, stage_checkpoint
+
+    segmenter = load_segmenter(stage_checkpoint(args.segmenter, "segmenter"))
+    size = int(segmenter.hparams.image_size)
+    verifier = face_verifier(segmenter, float(run_config(args.segmenter).masks.face_threshold))
 split_row = split_row_for(size)
 photos = find_images([Path(args.data)])[: args.n]
 found, detectors, tiles, rows = 0, Counter(), [], []
 started = time.perf_counter()
 for path in photos:
     try:
-        faces = find_faces(load_rgb(path, int(cfg.prepare.max_pixels)), cfg.predict, size, split_row).faces
+        faces = find_faces(load_rgb(path, int(cfg.prepare.max_pixels)), cfg.predict, size, split_row,
+                           verifier=verifier).faces
     except Rejected as err:
         rows.append({"photo": path.name, "faces": 0, "reason": str(err)})
         continue
@@ -58,7 +72,7 @@ for i, tile in enumerate(tiles):
 out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)
 cv2.imwrite(str(out / "accepted_faces.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-summary = {"photos": len(photos), "with_a_face": found, "share": round(found / max(1, len(photos)), 3),
+summary = {"segmenter": args.segmenter, "photos": len(photos), "with_a_face": found, "share": round(found / max(1, len(photos)), 3),
            "faces": len(tiles), "detectors": dict(detectors), "seconds": round(seconds, 1)}
 (out / "detection.json").write_text(json.dumps({"summary": summary, "photos": rows}, indent=1))
 print(json.dumps(summary))

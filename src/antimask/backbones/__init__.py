@@ -1,5 +1,6 @@
 """Frozen face networks that turn aligned faces into the features the decoders draw from, and their cache."""
 
+from antimask.backbones.base import features_of, to_training_device, training_device
 from antimask.backbones.cache import (
     FeatureCacheError,
     cached_features,
@@ -21,6 +22,7 @@ from antimask.backbones.registry import (
 
 __all__ = [
     "BackboneError", "FeatureCacheError", "FrozenBackbone", "WeightsError", "backbone_from_config",
-    "cached_features", "create_backbone", "feature_description", "feature_key", "features_dir", "list_backbones",
-    "load_cached_features", "register_backbone", "teacher_features",
+    "cached_features", "create_backbone", "feature_description", "feature_key", "features_dir", "features_of",
+    "list_backbones", "load_cached_features", "register_backbone", "teacher_features", "to_training_device",
+    "training_device",
 ]

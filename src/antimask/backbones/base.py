@@ -11,11 +11,13 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from antimask.errors import AntimaskError
+from antimask.faces.images import to_float
 from antimask.files import file_digest
 
 
@@ -32,6 +34,8 @@ class FrozenBackbone(nn.Module):
 
     Subclasses set ``name``, ``feature_dim``, ``input_size``, ``differentiable``, ``weights_hash``
     and implement ``normalize`` (on a batch already resized to ``input_size``) and ``features``.
+    ``torch_network`` says whether it runs in torch (and so may move to a GPU); ``bf16`` whether its
+    features stay good under bf16 autocast, which ``features_of`` uses on a GPU only.
     """
 
     name: str = ""
@@ -39,6 +43,8 @@ class FrozenBackbone(nn.Module):
     input_size: int = 224
     differentiable: bool = True
     weights_hash: str = ""
+    torch_network: bool = True
+    bf16: bool = False
 
     @property
     def options(self) -> dict[str, Any]:
@@ -80,6 +86,40 @@ class FrozenBackbone(nn.Module):
     def extra_repr(self) -> str:
         return (f"name={self.name!r}, feature_dim={self.feature_dim}, input_size={self.input_size}, "
                 f"differentiable={self.differentiable}, weights_hash={self.weights_hash[:12]!r}")
+
+
+def training_device(accelerator: str) -> torch.device:
+    """Where the frozen backbones run for ``trainer.accelerator``: the GPU when it says gpu, cuda or auto and
+    CUDA is present (auto also takes Apple's mps), else the CPU; gpu or cuda without CUDA says so in one line."""
+    name = str(accelerator).lower()
+    if name in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return torch.device("cuda")
+    if name in ("mps", "auto") and torch.backends.mps.is_available():
+        return torch.device("mps")
+    if name in ("gpu", "cuda", "mps"):
+        print(f"[backbones] trainer.accelerator={accelerator} but no such device is present: "
+              "the frozen backbones run on the CPU")
+    return torch.device("cpu")
+
+
+def to_training_device(backbone: "FrozenBackbone", accelerator: str) -> "FrozenBackbone":
+    """``backbone`` moved to ``training_device(accelerator)`` (NHWC weights on a GPU, which suit its
+    convolutions' tensor cores); one outside torch (dlib) stays on the CPU."""
+    if not backbone.torch_network:
+        return backbone
+    device = training_device(accelerator)
+    if device.type == "cuda":
+        return backbone.to(device, memory_format=torch.channels_last)
+    return backbone.to(device)
+
+
+def features_of(backbone: "FrozenBackbone", faces: np.ndarray) -> np.ndarray:
+    """(B, D) float32 features of uint8 faces (B, S, S, 3), computed on the backbone's device; under bf16
+    autocast there when it is a GPU and the backbone allows it (``bf16``), in float32 everywhere else."""
+    device = backbone.device
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                         enabled=device.type == "cuda" and backbone.bf16):
+        return backbone(to_float(faces, device)).float().cpu().numpy()
 
 
 def check_faces(x: torch.Tensor) -> None:

@@ -4,30 +4,43 @@
 says what it holds. The key hashes the store digest, the backbone's name, options and weights hash.
 While computing, ``<key>.partial.npy`` and ``<key>.progress.json`` record the rows done, so a killed
 run resumes where it stopped.
+
+A torch backbone computes where it lies (``to_training_device`` puts it on the trainer's GPU; bf16 there
+when the backbone allows it) while a thread reads the next batch of faces; dlib, which runs outside torch
+holding the GIL, spreads its batches over processes. On the CPU the features are those of a plain loop.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
+import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
+from multiprocessing import get_context
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
+from antimask.backbones.base import features_of
 from antimask.backbones.registry import backbone_from_config
 from antimask.errors import AntimaskError
-from antimask.faces.images import to_float
 from antimask.files import atomic_write_json, read_json
 
 CACHE_VERSION = 1
 CHECK_ROWS = 4096  # rows per block when scanning a cache for NaN/inf
+# The rows done are flushed and recorded at most this often (and when the computation stops, even by an
+# error): a GPU computes a batch in milliseconds, and a flush per batch would cost more than the batch.
+SAVE_EVERY_S = 1.0
+POOL_MIN_ROWS = 256  # fewer rows than this are not worth starting processes for
 
 
 class FeatureCacheError(AntimaskError, RuntimeError):
@@ -110,10 +123,12 @@ def _open_partial(partial: Path, progress: Path, desc: dict, shape: tuple[int, i
     return array, 0
 
 
-def cached_features(store, backbone, batch_size: int = 64, progress: bool = True) -> np.ndarray:
+def cached_features(store, backbone, batch_size: int = 64, progress: bool = True, workers: int = 1) -> np.ndarray:
     """(N, D) float32 features of every stored face (photos then morphs), from the cache when present.
 
-    Computed from the stored images at their stored size (224), whatever size training uses.
+    Computed from the stored images at their stored size (224), whatever size training uses, on the
+    backbone's device (move it first with ``to_training_device``). ``workers``: processes for a backbone
+    outside torch (dlib); 0 = every CPU core.
     """
     key = feature_key(store, backbone)
     folder = features_dir(store)
@@ -125,7 +140,7 @@ def cached_features(store, backbone, batch_size: int = 64, progress: bool = True
     with _exclusive(folder / f"{key}.lock"):  # several processes (DDP ranks): one computes, the others wait
         if final.is_file():
             return _load_complete(store, key, meta, desc)
-        return _compute(store, backbone, key, desc, batch_size, progress)
+        return _compute(store, backbone, key, desc, batch_size, progress, workers)
 
 
 def _load_complete(store, key: str, meta: Path, desc: dict) -> np.ndarray:
@@ -150,34 +165,96 @@ def _exclusive(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _compute(store, backbone, key: str, desc: dict, batch_size: int, progress: bool) -> np.ndarray:
+def _compute(store, backbone, key: str, desc: dict, batch_size: int, progress: bool, workers: int) -> np.ndarray:
     folder = features_dir(store)
     final, meta = folder / f"{key}.npy", folder / f"{key}.json"
     partial, progress_path = folder / f"{key}.partial.npy", folder / f"{key}.progress.json"
     n, dim = len(store), int(backbone.feature_dim)
     array, done = _open_partial(partial, progress_path, desc, (n, dim))
+    saved, last_save = done, time.monotonic()
     device = backbone.device
-    with tqdm(total=n, initial=done, disable=not progress, desc=f"features {backbone.name}", unit="face") as bar:
-        for start in range(done, n, batch_size):
-            stop = min(start + batch_size, n)
-            with torch.no_grad():
-                out = backbone(to_float(store.images[start:stop], device)).float().cpu().numpy()
-            if out.shape != (stop - start, dim):
-                raise FeatureCacheError(f"backbone {backbone.name} returned {out.shape} for rows {start}..{stop - 1}, "
-                                        f"expected ({stop - start}, {dim})")
-            bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
-            if len(bad):
-                raise FeatureCacheError(f"backbone {backbone.name} gave NaN/inf features for store rows "
-                                        f"{(start + bad).tolist()[:20]} of {store.root}")
-            array[start:stop] = out
-            array.flush()  # the rows must be on disk before the progress file says they are
-            atomic_write_json(progress_path, {"description": desc, "done": stop})
-            bar.update(stop - start)
+    precision = "bf16" if device.type == "cuda" and backbone.bf16 else "float32"
+    try:
+        with tqdm(total=n, initial=done, disable=not progress, desc=f"features {backbone.name} ({device.type})",
+                  unit="face") as bar:
+            for start, stop, out in _feature_batches(store.images, done, n, batch_size, backbone, workers):
+                if out.shape != (stop - start, dim):
+                    raise FeatureCacheError(f"backbone {backbone.name} returned {out.shape} for rows "
+                                            f"{start}..{stop - 1}, expected ({stop - start}, {dim})")
+                bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+                if len(bad):
+                    raise FeatureCacheError(f"backbone {backbone.name} gave NaN/inf features for store rows "
+                                            f"{(start + bad).tolist()[:20]} of {store.root}")
+                array[start:stop] = out
+                done = stop
+                bar.update(stop - start)
+                if time.monotonic() - last_save >= SAVE_EVERY_S:
+                    saved, last_save = _save_progress(array, progress_path, desc, done), time.monotonic()
+    finally:  # stopped, by the end or an error: the rows computed so far are kept for the next run
+        if done > saved:
+            _save_progress(array, progress_path, desc, done)
     del array
     with open(partial, "rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(partial, final)
-    atomic_write_json(meta, {**desc, "key": key, "shape": [n, dim]})
+    atomic_write_json(meta, {**desc, "key": key, "shape": [n, dim], "computed_on": device.type, "precision": precision})
     progress_path.unlink(missing_ok=True)
     (folder / f"{key}.lock").unlink(missing_ok=True)
     return load_cached_features(store, key)
+
+
+def _save_progress(array: np.ndarray, progress_path: Path, desc: dict, done: int) -> int:
+    array.flush()  # the rows must be on disk before the progress file says they are
+    atomic_write_json(progress_path, {"description": desc, "done": done})
+    return done
+
+
+def _feature_batches(images, start: int, stop: int, batch_size: int, backbone,
+                     workers: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(first row, end row, features) of each batch of ``images[start:stop]``, in order."""
+    workers = workers or os.cpu_count() or 1
+    pooled = not backbone.torch_network and workers > 1 and stop - start >= POOL_MIN_ROWS
+    if pooled:  # small enough batches that every process gets some
+        batch_size = max(1, min(batch_size, math.ceil((stop - start) / workers)))
+    starts = range(start, stop, batch_size)
+
+    def read(s: int) -> np.ndarray:
+        return np.ascontiguousarray(images[s:min(s + batch_size, stop)])
+
+    if pooled:
+        # spawn, not fork: the caller may hold threads (Lightning's, dlib's own) or a GPU context
+        with ProcessPoolExecutor(min(workers, len(starts)), mp_context=get_context("spawn"),
+                                 initializer=_init_worker, initargs=(backbone,)) as pool:
+            # at most two batches per process in flight: the faces travel to them, the store may not fit in memory
+            for s, out in _ahead(lambda s: pool.submit(_worker_features, read(s)), starts, 2 * workers):
+                yield s, min(s + batch_size, stop), out
+        return
+    # torch (or one process): the next batch is read from the memory-mapped store while this one computes
+    with ThreadPoolExecutor(1) as reader:
+        for s, faces in _ahead(lambda s: reader.submit(read, s), starts, 1):
+            yield s, min(s + batch_size, stop), features_of(backbone, faces)
+
+
+def _ahead(submit, starts: range, depth: int) -> Iterator[tuple[int, object]]:
+    """(start, result) of ``submit(start)`` for each start in order, with up to ``depth`` more submitted ahead."""
+    pending: deque = deque()
+    for s in starts:
+        pending.append((s, submit(s)))
+        if len(pending) > depth:
+            first, future = pending.popleft()
+            yield first, future.result()
+    while pending:
+        first, future = pending.popleft()
+        yield first, future.result()
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(backbone) -> None:
+    torch.set_num_threads(1)  # one core per process: the pool is the parallelism
+    _WORKER["backbone"] = backbone
+
+
+def _worker_features(faces: np.ndarray) -> np.ndarray:
+    return features_of(_WORKER["backbone"], faces)

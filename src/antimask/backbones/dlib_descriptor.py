@@ -31,7 +31,13 @@ def template_shape(size: int):
 
 
 class DlibDescriptor(FrozenBackbone):
-    """128-d descriptors (unit-ish norm; same person when the distance is below ~0.6). Not differentiable."""
+    """128-d descriptors (unit-ish norm; same person when the distance is below ~0.6). Not differentiable.
+
+    dlib's network runs in C++ on the CPU, one thread that holds the GIL: the feature cache spreads its
+    batches over processes (``backbone.workers``) instead of moving it to a GPU.
+    """
+
+    torch_network = False
 
     def __init__(self, weights: Optional[str | Path] = None, size: int = 224, num_jitters: int = 0):
         super().__init__()

@@ -20,6 +20,8 @@ HF_FILES = ("model.safetensors", "pytorch_model.bin")
 class TimmBackbone(FrozenBackbone):
     """A timm model without its classifier, with the ImageNet normalisation of its pretrained config."""
 
+    bf16 = True  # ImageNet networks are trained and served in bf16
+
     def __init__(self, model: torch.nn.Module, model_name: str, weights_hash: str):
         super().__init__()
         self.model = model

@@ -70,6 +70,8 @@ def keras_shapes() -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
 class VGGFace(FrozenBackbone):
     """VGG-16 (13 convolutions, fc6, fc7, fc8); features are fc6 or fc7, after the ReLU by default."""
 
+    bf16 = True  # plain convolutions and ReLUs, no normalisation layer to overflow
+
     def __init__(self, layer: str = "fc7", relu: bool = True, weights_hash: str = "random"):
         super().__init__()
         if layer not in LAYERS:

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 
 from antimask.config import ConfigError
-from antimask.faces.images import to_float, to_uint8
+from antimask.faces.images import to_chw
 from antimask.faces.masks import FAMILIES, MaskAugment, draw_mask, redraw_region
 
 
@@ -33,10 +33,11 @@ def mask_styles(cfg: DictConfig, split: str) -> tuple[str, ...]:
 
 
 class RowMasks:
-    """``(face, landmarks, row) -> {masked, region[, redraw], style}`` for one float (3, S, S) face.
+    """``(image, landmarks, row) -> {masked, region[, redraw], style}`` for one uint8 (S, S, 3) face.
 
-    ``region`` is float 0/1 (1, S, S); with ``redraw=(dilate_px, feather_px)`` also ``redraw``, float (1, S, S)
-    in [0, 1] (``faces.masks.redraw_region``); ``style`` is the family's name, '' for a face left bare (masks.p).
+    Compact, as batches travel: ``masked`` uint8 (3, S, S), ``region`` bool (1, S, S); with
+    ``redraw=(dilate_px, feather_px)`` also ``redraw``, float (1, S, S) in [0, 1] (``faces.masks.redraw_region``;
+    feathered, so not uint8); ``style`` is the family's name, '' for a face left bare (masks.p).
     """
 
     def __init__(self, styles: Sequence[str], p: float, seed: int, height_range: Sequence[float],
@@ -52,16 +53,15 @@ class RowMasks:
         return cls(styles or mask_styles(cfg, split), m.p, m.seed, m.height_range,
                    (m.redraw_dilate_px, m.redraw_feather_px) if redraw else None)
 
-    def __call__(self, face: torch.Tensor, landmarks: torch.Tensor, row: int) -> dict:
+    def __call__(self, image: np.ndarray, landmarks: torch.Tensor, row: int) -> dict:
         """``landmarks`` (68, 2) normalised by the face size, as the datasets give them."""
-        size = face.shape[-1]
+        size = image.shape[0]
         style = self.augment.style(np.random.default_rng((self.augment.seed, int(row))))
         if style is None:
-            masked, region = face.clone(), np.zeros((size, size), bool)
+            masked, region = image, np.zeros((size, size), bool)
         else:
-            image, region = draw_mask(to_uint8(face), landmarks.numpy() * size, style)
-            masked = to_float(image)
-        out = {"masked": masked, "region": torch.from_numpy(region[None].astype(np.float32)),
+            masked, region = draw_mask(image, landmarks.numpy() * size, style)
+        out = {"masked": to_chw(masked), "region": torch.from_numpy(region[None]),
                "style": "" if style is None else style.family}
         if self.redraw is not None:
             out["redraw"] = torch.from_numpy(redraw_region(region, *self.redraw)[None])

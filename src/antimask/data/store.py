@@ -257,6 +257,11 @@ class RowArray:
                 raise IndexError(index)
             g = int(np.searchsorted(self.offsets, i, side="right") - 1)
             return self.parts[g][i - self.offsets[g]]
+        if isinstance(index, slice) and index.step in (None, 1):  # a run of rows: one copy per part, not per row
+            start, stop, _ = index.indices(len(self))
+            pieces = [p[max(start - o, 0):max(min(stop - o, len(p)), 0)] for p, o in zip(self.parts, self.offsets)]
+            pieces = [p for p in pieces if len(p)]
+            return np.concatenate(pieces) if pieces else np.empty((0,) + self.shape[1:], self.dtype)
         rows = np.arange(len(self))[index]
         return np.stack([self[int(r)] for r in rows]) if len(rows) else np.empty((0,) + self.shape[1:], self.dtype)
 

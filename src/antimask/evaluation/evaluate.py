@@ -19,7 +19,15 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from antimask.backbones import FrozenBackbone, WeightsError, backbone_from_config, cached_features, create_backbone
+from antimask.backbones import (
+    FrozenBackbone,
+    WeightsError,
+    backbone_from_config,
+    cached_features,
+    create_backbone,
+    features_of,
+    to_training_device,
+)
 from antimask.config import STAGES, split_row_for
 from antimask.data.resized import faces_at
 from antimask.data.store import open_store
@@ -62,8 +70,7 @@ def backbone_features(backbone, faces: np.ndarray, size: int, batch_size: int) -
         chunk = faces[start:start + batch_size]
         if chunk.shape[1] != size:
             chunk = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_CUBIC) for f in chunk])
-        with torch.no_grad():
-            out.append(backbone(to_float(chunk, backbone.device)).float().cpu().numpy())
+        out.append(features_of(backbone, chunk))  # on the backbone's device, as the cached features were made
     return np.concatenate(out) if out else np.zeros((0, int(backbone.feature_dim)), np.float32)
 
 
@@ -240,8 +247,9 @@ def evaluate_run(run_dir: str | Path, split: Optional[str] = None, name: Optiona
                               "are fit on it")
 
     real = faces_at(store, rows, size)
-    backbone = backbone_from_config(cfg)
-    features = cached_features(store, backbone, batch_size=int(cfg.backbone.batch_size), progress=progress)
+    backbone = to_training_device(backbone_from_config(cfg), cfg.trainer.accelerator)  # where training ran them
+    features = cached_features(store, backbone, batch_size=int(cfg.backbone.batch_size), progress=progress,
+                               workers=int(cfg.backbone.workers))
     real_features = np.asarray(features[rows], np.float32)
     feature_dim = int(features.shape[1])
 
@@ -277,6 +285,7 @@ def evaluate_run(run_dir: str | Path, split: Optional[str] = None, name: Optiona
     real_descriptors = real_resized if reuse else dlib_descriptors(real, n_batch)
     real_landmarks = predict_landmarks(real)
     judge, judge_note = identity_judge(cfg)
+    judge = None if judge is None else to_training_device(judge, cfg.trainer.accelerator)
     if judge_note:
         print(f"[evaluate] {judge_note}")
     real_judged = None if judge is None else backbone_features(judge, real, store.image_size,

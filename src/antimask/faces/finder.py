@@ -6,7 +6,7 @@ it was a face. The one finder ``antimask prepare`` and ``antimask predict`` both
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -15,6 +15,8 @@ from antimask.faces.align import UPPER_POINTS, align_face, estimate_yaw
 from antimask.faces.photos import Rejected
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom in the photo's pixels
+# A last check on an aligned (S, S, 3) uint8 crop: None when it is a face, else why not (e.g. a network's answer)
+Verifier = Callable[[np.ndarray], Optional[str]]
 
 DETECTORS = ("hog", "hog_low", "cnn", "crop")
 # How a rejection names what was tried (rejected.csv keeps these words).
@@ -147,11 +149,11 @@ def _box_from_landmarks(landmarks: np.ndarray, shape: tuple[int, ...]) -> Box:
 
 
 def verify_face(image: np.ndarray, found: Detection, detector: str, size: int, split_row: int,
-                opts: Mapping[str, Any], section: str, tried: str) -> Face:
+                opts: Mapping[str, Any], section: str, tried: str, verifier: Optional[Verifier] = None) -> Face:
     """Landmarks in the box, aligned at ``size``; ``Rejected`` with the reason when it is no usable face.
 
     ``section`` is the config section the reasons name (``prepare.min_face=48``); ``tried`` the
-    detectors that ran before the tight-crop box, for its reason.
+    detectors that ran before the tight-crop box, for its reason; ``verifier`` a last check of the aligned crop.
     """
     box = found.box
     side = min(box[2] - box[0], box[3] - box[1])
@@ -179,19 +181,24 @@ def verify_face(image: np.ndarray, found: Detection, detector: str, size: int, s
         if skin < opts["crop_min_skin"]:
             raise Rejected(f"no face found: the tight-crop box holds too little skin colour "
                            f"({skin:.2f} < {section}.crop_min_skin={opts['crop_min_skin']})")
+    if verifier is not None:
+        why = verifier(aligned)
+        if why:
+            raise Rejected(f"no face found: the {detector} box is not a face ({why})")
     return Face(tuple(int(v) for v in box), detector, found.score, landmarks, matrix, aligned, aligned_landmarks,
                 residual, yaw)
 
 
 def find_faces(image: np.ndarray, opts: Mapping[str, Any], size: int, split_row: int, *,
-               detectors: Optional[Sequence[str]] = None, keep: str = "all", section: str = "predict") -> Found:
+               detectors: Optional[Sequence[str]] = None, keep: str = "all", section: str = "predict",
+               verifier: Optional[Verifier] = None) -> Found:
     """The faces in an RGB photo, each landmarked and aligned at ``size``; ``Rejected`` when there is none.
 
     The detectors (``opts["detectors"]`` unless given) run in order; the two HOG passes run together and
     their boxes are merged. ``keep="all"``: every box is verified, and a detector runs only when those
     before it gave no verified face. ``keep="largest"`` or ``"first"`` (the top-left one): the first
     detector that finds any box decides, and its chosen box is the face or the photo is rejected with
-    the reason (what ``prepare`` stores in ``rejected.csv``).
+    the reason (what ``prepare`` stores in ``rejected.csv``). ``verifier`` checks every aligned crop last.
     """
     order = list(detectors if detectors is not None else opts["detectors"])
     cheap = [d for d in order if d in ("hog", "hog_low")]
@@ -209,7 +216,8 @@ def find_faces(image: np.ndarray, opts: Mapping[str, Any], size: int, split_row:
             name, det = max(boxes, key=lambda nd: nd[1].area)
         else:
             name, det = min(boxes, key=lambda nd: (nd[1].box[0], nd[1].box[1]))
-        return Found([verify_face(image, det, name, size, split_row, opts, section, before_crop)], len(boxes))
+        return Found([verify_face(image, det, name, size, split_row, opts, section, before_crop, verifier)],
+                     len(boxes))
 
     faces: list[Face] = []
     boxes = 0
@@ -222,7 +230,8 @@ def find_faces(image: np.ndarray, opts: Mapping[str, Any], size: int, split_row:
                 if any(_iou(det.box, f.box) > opts["merge_iou"] for f in faces):
                     continue
                 try:
-                    faces.append(verify_face(image, det, name, size, split_row, opts, section, before_crop))
+                    faces.append(verify_face(image, det, name, size, split_row, opts, section, before_crop,
+                                             verifier))
                 except Rejected:
                     continue
     if not faces:

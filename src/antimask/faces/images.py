@@ -22,6 +22,14 @@ def to_float(faces: np.ndarray, device=None) -> torch.Tensor:
     return torch.from_numpy(np.divide(chw, np.float32(scale), dtype=np.float32))
 
 
+def to_chw(faces: np.ndarray) -> torch.Tensor:
+    """uint8 faces (..., S, S, 3) -> a contiguous uint8 tensor (..., 3, S, S): the compact form batches travel in
+    (a quarter of float32's bytes); the division to [0, 1] happens on the device (``data.datamodule.unpack_batch``)."""
+    arr = np.asarray(faces)
+    n = arr.ndim
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(*range(n - 3), n - 1, n - 3, n - 2)))
+
+
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """Float faces (B, 3, S, S) or (3, S, S) in [0, 1] -> uint8 (B, S, S, 3) or (S, S, 3), rounded half to
     even. Half-precision inputs are rounded in float32 (their products with 255 are too coarse to round),

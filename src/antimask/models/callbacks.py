@@ -88,3 +88,27 @@ class ImageGridCallback(pl.Callback):
             Image.fromarray(grid).save(tmp, format="PNG")
         return path
 
+
+
+class ChannelsLast(pl.Callback):
+    """trainer.channels_last: the module's convolution weights and every image of each batch in NHWC order, the
+    layout of the GPU's tensor-core convolutions (NCHW ones are transposed around each of them)."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        pl_module.to(memory_format=torch.channels_last)  # 4-D weights only; the move to the device keeps it
+
+    @staticmethod
+    def _images(batch: Any) -> None:
+        if isinstance(batch, dict):  # in place: Lightning hands this same dict to the step
+            for key, value in batch.items():
+                if torch.is_tensor(value) and value.ndim == 4 and value.is_floating_point():
+                    batch[key] = value.contiguous(memory_format=torch.channels_last)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._images(batch)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self._images(batch)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self._images(batch)

@@ -105,8 +105,11 @@ class _StageModule(pl.LightningModule):
         raise NotImplementedError
 
     def _adam(self, params: list[torch.nn.Parameter], betas: tuple[float, float]) -> torch.optim.Optimizer:
-        return torch.optim.Adam([p for p in params if p.requires_grad], lr=self.hparams.lr,
-                                weight_decay=self.hparams.weight_decay, betas=tuple(betas))
+        """Adam; its fused kernel with ``fused_adam`` where the parameters' device has one (else torch's default)."""
+        params = [p for p in params if p.requires_grad]
+        kwargs = dict(lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, betas=tuple(betas))
+        fused = self.hparams.get("fused_adam", False) and fused_adam_takes(params)
+        return torch.optim.Adam(params, **kwargs, **({"fused": True} if fused else {}))
 
     def _schedule(self, optimizer: torch.optim.Optimizer) -> Optional[dict]:
         """stages.<stage>.scheduler: none, or cosine from lr to 0 over the stage's max_epochs."""
@@ -122,19 +125,30 @@ class _StageModule(pl.LightningModule):
         return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
 
 
+def fused_adam_takes(params: list[torch.nn.Parameter]) -> bool:
+    """Whether torch's fused Adam takes every one of these parameters (it checks only at its first step)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+        devices = _get_fused_kernels_supported_devices()
+    except ImportError:  # a torch without the list: CUDA has had the kernel longest
+        devices = ["cuda"]
+    return bool(params) and all(p.is_floating_point() and p.device.type in devices for p in params)
+
+
 def _stage_kwargs(cfg: DictConfig, stage: str) -> dict[str, Any]:
     size = int(cfg.data.image_size)
     settings = cfg.stages[stage]
     return dict(image_size=size, split_row=split_row_for(size, cfg.data.split_row), lr=float(settings.lr),
                 weight_decay=float(settings.weight_decay), scheduler=str(settings.scheduler),
-                beta1=float(settings.betas[0]), beta2=float(settings.betas[1]))
+                beta1=float(settings.betas[0]), beta2=float(settings.betas[1]), fused_adam=bool(settings.fused_adam))
 
 
 def _decoder_kwargs(cfg: DictConfig, stage: str) -> dict[str, Any]:
     model = cfg.model
     return dict(shared_dim=int(model.shared_dim), decoder_channels=int(model.decoder_channels),
-                decoder_upsamplings=int(model.decoder_upsamplings), landmark_weight=float(model.landmark_weight),
-                texture_weight=float(model.texture_weight), **_stage_kwargs(cfg, stage))
+                decoder_upsamplings=int(model.decoder_upsamplings), upsample=str(model.upsample),
+                landmark_weight=float(model.landmark_weight), texture_weight=float(model.texture_weight),
+                **_stage_kwargs(cfg, stage))
 
 
 class FaceDecoderModule(_StageModule):
@@ -143,14 +157,14 @@ class FaceDecoderModule(_StageModule):
     STAGE = "face_decoder"
 
     def __init__(self, feature_dim: int, image_size: int, split_row: int, shared_dim: int, decoder_channels: int,
-                 decoder_upsamplings: int, use_landmarks: bool, landmark_weight: float, texture_weight: float,
-                 lr: float, weight_decay: float, scheduler: str, beta1: float, beta2: float,
-                 stage: str = "face_decoder"):
+                 decoder_upsamplings: int, upsample: str, use_landmarks: bool, landmark_weight: float,
+                 texture_weight: float, lr: float, weight_decay: float, scheduler: str, beta1: float, beta2: float,
+                 fused_adam: bool, stage: str = "face_decoder"):
         super().__init__()
         self._check_stage(stage)
         self.save_hyperparameters(logger=False)
         self.decoder = Decoder(feature_dim, image_size, image_size, NUM_LANDMARKS if use_landmarks else 0,
-                               shared_dim, decoder_channels, decoder_upsamplings)
+                               shared_dim, decoder_channels, decoder_upsamplings, upsample)
 
     @classmethod
     def hparams_from_config(cls, cfg: DictConfig, feature_dim: int) -> dict[str, Any]:
@@ -200,14 +214,14 @@ class MaskDecoderModule(_StageModule):
     EXTRA_METRICS = ("l1_lower", "l1_redraw")
 
     def __init__(self, feature_dim: int, image_size: int, split_row: int, shared_dim: int, decoder_channels: int,
-                 decoder_upsamplings: int, use_landmarks: bool, full_face: bool, landmark_weight: float,
-                 texture_weight: float, lr: float, weight_decay: float, scheduler: str, beta1: float, beta2: float,
-                 decoder: str, landmark_warp: bool, ssim_weight: float, identity_weight: float,
-                 perceptual_weight: float, perceptual_net: str, perceptual_weights: Optional[str],
-                 perceptual_stages: int, adversarial_weight: float, discriminator_width: int,
-                 discriminator_layers: int, adversarial_beta1: float, adversarial_beta2: float,
-                 code_every_level: bool, identity_net: Optional[str], mask_aware: bool, whole_face_weight: float,
-                 stage: str = "mask_decoder"):
+                 decoder_upsamplings: int, upsample: str, use_landmarks: bool, full_face: bool,
+                 landmark_weight: float, texture_weight: float, lr: float, weight_decay: float, scheduler: str,
+                 beta1: float, beta2: float, fused_adam: bool, decoder: str, landmark_warp: bool, ssim_weight: float,
+                 identity_weight: float, perceptual_weight: float, perceptual_net: str,
+                 perceptual_weights: Optional[str], perceptual_stages: int, adversarial_weight: float,
+                 discriminator_width: int, discriminator_layers: int, adversarial_beta1: float,
+                 adversarial_beta2: float, code_every_level: bool, identity_net: Optional[str], mask_aware: bool,
+                 whole_face_weight: float, stage: str = "mask_decoder"):
         super().__init__()
         self._check_stage(stage)
         if not 0 < split_row < image_size:
@@ -223,7 +237,7 @@ class MaskDecoderModule(_StageModule):
                                             decoder_upsamplings, code_every_level=code_every_level)
         elif decoder == "paper":
             self.decoder = Decoder(feature_dim, height, image_size, points, shared_dim, decoder_channels,
-                                   decoder_upsamplings)
+                                   decoder_upsamplings, upsample)
         else:
             self.decoder = AppearanceDecoder(feature_dim, image_size, split_row, points, shared_dim,
                                              decoder_channels, decoder_upsamplings,
@@ -464,7 +478,7 @@ class EncoderDistillModule(_StageModule):
 
     def __init__(self, feature_dim: int, image_size: int, split_row: int, encoder: str, encoder_width: int,
                  encoder_weights: Optional[str], encoder_loss: str, lr: float, weight_decay: float, scheduler: str,
-                 beta1: float, beta2: float, mask_aware: bool, stage: str = "encoder"):
+                 beta1: float, beta2: float, fused_adam: bool, mask_aware: bool, stage: str = "encoder"):
         super().__init__()
         self._check_stage(stage)
         if encoder_loss not in get_args(EncoderLoss):

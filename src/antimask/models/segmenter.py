@@ -1,5 +1,6 @@
-"""The mask segmenter as a LightningModule (BCE + soft Dice on the region a synthetic mask covers, IoU logged),
-its weights-only checkpoint loader and ``predict_regions`` (uint8 faces in, bool mask regions out)."""
+"""The mask segmenter as a LightningModule (BCE + soft Dice on the region a synthetic mask covers, IoU logged; a
+face head told faces from the crops ``faces.negatives`` makes), its weights-only checkpoint loader,
+``predict_regions`` (uint8 faces in, bool mask regions out) and ``face_probabilities`` (is each crop a face)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from torchmetrics.classification import BinaryJaccardIndex
+from torchmetrics.classification import BinaryAccuracy, BinaryJaccardIndex
 
 from antimask.config import SEGMENTER, Config
 from antimask.faces.images import to_float
@@ -33,20 +34,25 @@ class MaskSegmenterModule(_StageModule):
     """``MaskSegmenter`` trained on ``MaskedFaceDataModule`` batches (``masked`` in, ``region`` target).
 
     Logs train/loss, val/loss, val/loss_best and val/iou (test/loss, test/iou on test): the IoU of the
-    thresholded region over all pixels of the split (torchmetrics, so DDP reduces it over every process).
+    thresholded region over all pixels of the split's faces (torchmetrics, so DDP reduces it over every process).
+    With ``face_weight`` > 0 the batches also hold crops that are not faces (``is_face`` 0, empty region): the face
+    head's BCE joins the loss with that weight, and val/face_accuracy (test/...) is logged.
     """
 
     STAGE = STAGE
     BATCH_KEY = "masked"
 
     def __init__(self, stage: str, image_size: int, width: int, depth: int, dice_weight: float, threshold: float,
-                 lr: float, weight_decay: float, scheduler: str, beta1: float, beta2: float):
+                 lr: float, weight_decay: float, scheduler: str, beta1: float, beta2: float, fused_adam: bool,
+                 face_weight: float):
         super().__init__()
         self._check_stage(stage)
         self.save_hyperparameters(logger=False)
-        self.net = MaskSegmenter(width, depth)
+        self.net = MaskSegmenter(width, depth, face_head=face_weight > 0)
         self.val_iou = BinaryJaccardIndex(threshold=threshold)
         self.test_iou = BinaryJaccardIndex(threshold=threshold)
+        self.val_face = BinaryAccuracy()
+        self.test_face = BinaryAccuracy()
 
     @classmethod
     def hparams_from_config(cls, cfg: DictConfig) -> dict[str, Any]:
@@ -54,7 +60,8 @@ class MaskSegmenterModule(_StageModule):
         return dict(stage=STAGE, image_size=int(cfg.data.image_size), width=int(m.segmenter_width),
                     depth=int(m.segmenter_depth), dice_weight=float(m.dice_weight), threshold=float(m.threshold),
                     lr=float(settings.lr), weight_decay=float(settings.weight_decay),
-                    scheduler=str(settings.scheduler), beta1=float(settings.betas[0]), beta2=float(settings.betas[1]))
+                    scheduler=str(settings.scheduler), beta1=float(settings.betas[0]), beta2=float(settings.betas[1]),
+                    fused_adam=bool(settings.fused_adam), face_weight=float(m.face_weight))
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> "MaskSegmenterModule":
@@ -64,19 +71,28 @@ class MaskSegmenterModule(_StageModule):
         return self.net(masked)
 
     def compute_losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(loss, {"_logits": logits}) of one batch; the logits feed the IoU, they are not logged."""
-        logits = self(batch["masked"])
+        """(loss, {"_logits": logits, "_face": face logits}) of one batch; they feed the metrics, not the log."""
+        logits, face = self.net.both(batch["masked"])
         target = batch["region"]
         loss = F.binary_cross_entropy_with_logits(logits, target)
         if self.hparams.dice_weight:
             loss = loss + self.hparams.dice_weight * soft_dice_loss(logits, target)
-        return loss, {"_logits": logits}
+        if face is not None and "is_face" in batch:
+            loss = loss + self.hparams.face_weight * F.binary_cross_entropy_with_logits(face, batch["is_face"].float())
+        return loss, {"_logits": logits, "_face": face}
 
     def _eval_step(self, batch: dict[str, torch.Tensor], split: str) -> tuple[torch.Tensor, dict]:
         loss, extra = super()._eval_step(batch, split)
         iou = self.val_iou if split == "val" else self.test_iou
-        iou(torch.sigmoid(extra["_logits"]), batch["region"].long())
-        self.log(f"{split}/iou", iou, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch["masked"]))
+        faces = batch["is_face"].bool() if "is_face" in batch else torch.ones(len(batch["masked"]), dtype=torch.bool,
+                                                                               device=batch["masked"].device)
+        if faces.any():
+            iou(torch.sigmoid(extra["_logits"][faces]), batch["region"][faces].long())
+            self.log(f"{split}/iou", iou, on_step=False, on_epoch=True, prog_bar=True, batch_size=int(faces.sum()))
+        if extra["_face"] is not None and "is_face" in batch:
+            accuracy = self.val_face if split == "val" else self.test_face
+            accuracy(torch.sigmoid(extra["_face"]), batch["is_face"].long())
+            self.log(f"{split}/face_accuracy", accuracy, on_step=False, on_epoch=True, batch_size=len(faces))
         return loss, extra
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int = 0) -> torch.Tensor:
@@ -93,8 +109,9 @@ def load_segmenter(path: str | Path, image_size: Optional[int] = None) -> MaskSe
     ckpt, hparams = read_stage_checkpoint(path, STAGE, expected=f"a {STAGE} one")
     if image_size is not None and int(hparams["image_size"]) != int(image_size):
         raise StageMismatchError(f"checkpoint {path} segments {hparams['image_size']} px faces, not {image_size} px")
-    # keys added to the schema after the checkpoint was saved: the schema's default
-    hparams = {**MaskSegmenterModule.hparams_from_config(OmegaConf.structured(Config)), **hparams}
+    # keys added to the schema after the checkpoint was saved: the schema's default, but no face head for a
+    # checkpoint saved before it existed
+    hparams = {**MaskSegmenterModule.hparams_from_config(OmegaConf.structured(Config)), "face_weight": 0.0, **hparams}
     module = MaskSegmenterModule(**hparams)
     module.load_state_dict(ckpt["state_dict"])
     return module.eval()
@@ -121,3 +138,21 @@ def predict_regions(module: MaskSegmenterModule, faces: np.ndarray, batch_size: 
     finally:
         module.train(was_training)
     return out
+
+
+@torch.no_grad()
+def face_probabilities(module: MaskSegmenterModule, faces: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """The face head's probability (float (N,)) that each aligned uint8 crop (N, S, S, 3) is a face."""
+    if module.net.face_head is None:
+        raise ValueError("this segmenter has no face head (masks.face_weight was 0, or it predates the head); "
+                         "retrain it with `antimask train segmenter`")
+    faces = np.asarray(faces)
+    was_training = module.training
+    module.eval()
+    device = next(module.parameters()).device
+    try:
+        out = [torch.sigmoid(module.net.classify(to_float(faces[s:s + batch_size], device=device))).cpu().numpy()
+               for s in range(0, len(faces), batch_size)]
+    finally:
+        module.train(was_training)
+    return np.concatenate(out) if out else np.zeros(0, np.float32)

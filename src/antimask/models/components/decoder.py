@@ -3,22 +3,40 @@
 The texture decoder follows the paper: a fully connected layer fills a coarse grid of
 ``channels x ceil(H/2**n) x ceil(W/2**n)`` that ``n`` stride-2 transposed convolutions grow to the
 output size (14x14x256 -> 224x224 for the whole face); sizes that 2**n does not divide are cropped.
+Each doubling may instead be a convolution and a pixel shuffle, or a nearest resize and a convolution
+(``UPSAMPLES``): the same shapes, without the transposed convolution's slow kernel.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from antimask.config import UpsampleKind
 from antimask.faces.compositing import hide_region
 from antimask.models.components.warp import tps_warp
 
 # Channels never shrink below this while the grid grows (keeps the last layers expressive).
 _MIN_CHANNELS = 16
+# How a layer of the texture decoder doubles its grid (model.upsample).
+UPSAMPLES = get_args(UpsampleKind)
+
+
+def upsample_layer(c_in: int, c_out: int, kind: str, bias: bool) -> nn.Module:
+    """(B, c_in, h, w) -> (B, c_out, 2h, 2w): the paper's 4x4 stride-2 transposed convolution, a 3x3
+    convolution to 4 x c_out channels rearranged by PixelShuffle(2), or a nearest 2x resize then a 3x3 convolution."""
+    if kind == "transpose":
+        return nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=2, padding=1, bias=bias)
+    if kind == "pixel_shuffle":
+        return nn.Sequential(nn.Conv2d(c_in, 4 * c_out, 3, padding=1, bias=bias), nn.PixelShuffle(2))
+    if kind == "resize_conv":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                             nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias))
+    raise ValueError(f"upsample must be one of {', '.join(UPSAMPLES)}, got '{kind}'")
 
 
 def start_grid(height: int, width: int, upsamplings: int) -> tuple[int, int]:
@@ -54,9 +72,9 @@ class LandmarkHead(nn.Module):
 
 
 class TextureDecoder(nn.Module):
-    """Fully connected grid, then transposed convolutions (BN/ReLU) to an (H, W) RGB image in [0, 1]."""
+    """Fully connected grid, then ``upsample`` layers (BN/ReLU) to an (H, W) RGB image in [0, 1]."""
 
-    def __init__(self, in_dim: int, height: int, width: int, channels: int, upsamplings: int):
+    def __init__(self, in_dim: int, height: int, width: int, channels: int, upsamplings: int, upsample: str):
         super().__init__()
         if upsamplings < 1:
             raise ValueError(f"upsamplings must be at least 1, got {upsamplings}")
@@ -70,7 +88,7 @@ class TextureDecoder(nn.Module):
         for i in range(upsamplings):
             last = i == upsamplings - 1
             out = 3 if last else max(channels // 2 ** (i + 1), _MIN_CHANNELS)
-            layers.append(nn.ConvTranspose2d(c, out, kernel_size=4, stride=2, padding=1, bias=last))
+            layers.append(upsample_layer(c, out, upsample, bias=last))
             if not last:
                 layers += [nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
             c = out
@@ -87,13 +105,13 @@ class Decoder(nn.Module):
     """Features -> optional shared layer -> texture (B,3,H,W) and optional landmarks (B,K,2)."""
 
     def __init__(self, feature_dim: int, height: int, width: int, num_landmarks: int, shared_dim: int,
-                 channels: int, upsamplings: int, landmark_sigmoid: bool = True):
+                 channels: int, upsamplings: int, upsample: str, landmark_sigmoid: bool = True):
         super().__init__()
         self.shared: Optional[SharedLayer] = SharedLayer(feature_dim, shared_dim) if shared_dim > 0 else None
         trunk_dim = shared_dim if shared_dim > 0 else feature_dim
         self.landmarks: Optional[LandmarkHead] = (
             LandmarkHead(trunk_dim, num_landmarks, landmark_sigmoid) if num_landmarks > 0 else None)
-        self.texture = TextureDecoder(trunk_dim, height, width, channels, upsamplings)
+        self.texture = TextureDecoder(trunk_dim, height, width, channels, upsamplings, upsample)
         self.warp: Optional[nn.Module] = None  # a LandmarkWarp: the texture follows the predicted landmarks
 
     def trunk(self, features: torch.Tensor) -> torch.Tensor:
