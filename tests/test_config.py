@@ -146,8 +146,9 @@ def test_ablations_improved_offers_every_improvement_file():
     from antimask.ablations import improvement_names, improvement_reuse
 
     names = improvement_names()
-    assert set(names) == {p.stem for p in IMPROVEMENT_FILES} and len(names) == 8
-    assert names.index("paper+seam_colour") < names.index("improved-unet")  # additions first, then removals
+    assert set(names) == {p.stem for p in IMPROVEMENT_FILES} and len(names) == 9
+    # additions to the paper's model, then to the improved one, then removals from it
+    assert names.index("paper+seam_colour") < names.index("improved+identity_loss") < names.index("improved-unet")
     assert improvement_reuse("paper+timm_encoder") == {"face_decoder": "paper", "mask_decoder": "paper",
                                                        "encoder": "improved"}
 

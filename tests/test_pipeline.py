@@ -223,3 +223,26 @@ def test_a_run_trained_with_relative_paths_is_evaluated_and_used_from_any_folder
     finally:
         os.chdir(cwd)
     assert all(r["status"] == "ok" for r in results.values())
+
+
+def test_an_improvement_whose_network_files_are_missing_is_skipped_and_the_rest_go_on(monkeypatch, tmp_path, capsys):
+    """make improvements without `make face-networks`: the identity-loss change says why it is skipped."""
+    from antimask import ablations
+    from antimask.backbones import WeightsError
+
+    trained = []
+
+    def train_all(cfg, evaluate):
+        if cfg.model.identity_net == "faceres":
+            raise WeightsError("faceres: no model files in the cache; run `make face-networks`\nmore")
+        trained.append(str(cfg.run.dir))
+
+    evaluated = {}
+    monkeypatch.setattr(ablations, "train_all", train_all)
+    monkeypatch.setattr(ablations, "evaluate_run", lambda run, name, extra_runs: evaluated.update(extra_runs) or
+                        {"dir": tmp_path, "methods": [], "paths": {"report": "r"}})
+    monkeypatch.setattr(ablations, "combine_tables", lambda reports, out, methods: out)
+    ablations.run_improvements(root=tmp_path, names=["improved+identity_loss", "paper+ssim_loss"])
+    assert "improved+identity_loss: skipped, faceres: no model files" in capsys.readouterr().out
+    assert set(evaluated) == {"paper", "paper+ssim_loss"}
+    assert str(tmp_path / "paper+ssim_loss") in trained

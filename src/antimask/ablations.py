@@ -12,6 +12,7 @@ from typing import Optional
 
 from omegaconf import OmegaConf
 
+from antimask.backbones import WeightsError
 from antimask.config import load_config
 from antimask.evaluation.evaluate import combine_tables, evaluate_run
 from antimask.pipeline import train_all
@@ -48,8 +49,10 @@ _REUSABLE_RUNS = ("paper", "improved")
 
 
 def improvement_names() -> list[str]:
-    """Additions to the paper's model first, then removals from the improved one (the table's order)."""
-    return sorted((p.stem for p in IMPROVEMENTS.glob("*.yaml")), key=lambda name: (name.startswith("improved"), name))
+    """Additions to the paper's model first, then additions to and removals from the improved one (the table's
+    order)."""
+    return sorted((p.stem for p in IMPROVEMENTS.glob("*.yaml")),
+                  key=lambda name: (name.startswith("improved"), name.startswith("improved-"), name))
 
 
 def improvement_reuse(name: str) -> dict[str, str]:
@@ -66,7 +69,8 @@ def run_improvements(overrides: Optional[list[str]] = None, root: str | Path = "
                      names: Optional[list[str]] = None) -> Path:
     """`antimask ablations --improved`: the paper run, the improved run (its face decoder is the paper
     run's, reused) and every change in ``experiments/improvements/``, evaluated together on the improved
-    run's test split; returns the combined table."""
+    run's test split; returns the combined table. A change whose network files are missing (e.g. FaceRes before
+    ``make face-networks``) is skipped with the reason; the others go on."""
     root = Path(root)
     overrides = list(overrides or [])
     paper_dir = root / "paper"
@@ -86,7 +90,11 @@ def run_improvements(overrides: Optional[list[str]] = None, root: str | Path = "
         cfg = load_config(IMPROVEMENTS / f"{name}.yaml", [f"run.dir={root / name}", *overrides,
                                                           *(f"run.reuse.{stage}={sources[run]}"
                                                             for stage, run in improvement_reuse(name).items())])
-        train_all(cfg, evaluate=False)
+        try:
+            train_all(cfg, evaluate=False)
+        except WeightsError as err:
+            print(f"[ablations] {name}: skipped, {str(err).splitlines()[0]}")
+            continue
         runs[name] = cfg.run.dir
     result = evaluate_run(improved.run.dir, name="improvements", extra_runs=runs)
     table = combine_tables({"improved": result["dir"]}, root / "improvements.md", methods=list(result["methods"]))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Issue 20: the improved mask decoder fine-tuned from its own final checkpoint (Lightning re-runs the last epoch,
-# so max_epochs=9 is 2 more epochs) with and without the FaceRes identity loss, then one evaluation of all three.
+# Issue 20: the improved mask decoder fine-tuned from its last.ckpt (which held epoch 6, step 903, though the run
+# had finished epoch 7: see the note of 2026-11-30) with and without the FaceRes identity loss. Both arms were
+# stopped during epoch 8 for CPU time; record_and_evaluate.sh records their epoch-7 checkpoints and evaluates.
 # Needs runs/i20/utk/improved: antimask train-all --no-eval --config experiments/improved.yaml (data as in D) run.dir=runs/i20/utk/improved
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
