@@ -35,7 +35,7 @@ from antimask.data.store import open_store
 from antimask.evaluation.baselines import Inpaint
 from antimask.evaluation.evaluate import EvaluationError, backbone_features, identity_judge, judge_distances
 from antimask.evaluation.metrics import bootstrap_ci, dlib_descriptors, identity_distance, l1, psnr, ssim
-from antimask.evaluation.report import _fresh_dir
+from antimask.evaluation.report import _fresh_dir, _json_safe
 from antimask.faces.images import to_float, to_uint8
 from antimask.faces.masks import MaskAugment, draw_mask, redraw_region
 from antimask.files import atomic_write_text
@@ -223,16 +223,6 @@ def evaluate_masked(run_dir: str | Path, split: Optional[str] = None, name: Opti
     return {"summary": summary, "gap": gap, "paths": {k: str(v) for k, v in paths.items()}, "dir": str(folder),
             "region_source": source, "segmenter_iou": seg_iou, "n_faces": int(len(rows)), "drawn": drawn,
             "regions": regions, "found": found}
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def _fmt(stats: dict) -> str:
