@@ -215,9 +215,8 @@ def mask_results(masked_dir, tmp_path_factory):
     run = make_mask_run(tmp_path_factory.mktemp("mask_run"))
     out = tmp_path_factory.mktemp("mask_pred")
     photos = sample_50(masked_dir)[:6]
-    with unittest.mock.patch.object(inference, "predict_regions", _block_regions):  # untrained: no face check
-        results = inference.predict(run, photos, out, ["predict.verify_faces=false"], aligned=True,
-                                    log=lambda msg: None)
+    with unittest.mock.patch.object(inference, "predict_regions", _block_regions):
+        results = inference.predict(run, photos, out, aligned=True, log=lambda msg: None)
     return run, results, out
 
 
@@ -262,8 +261,8 @@ def test_mask_mode_redraws_only_the_mask_found_and_writes_it(mask_results):
 
 
 def test_every_face_must_pass_the_segmenters_face_head(mask_results, masked_dir, tmp_path, monkeypatch):
-    """predict.verify_faces: a crop the face head scores below masks.face_threshold is no face (the detector
-    cascade goes on to the next box); in the rows mode too, when the run has a segmenter."""
+    """predict.verify_faces=true: a crop the face head scores below masks.face_threshold is no face (the detector
+    cascade goes on to the next box); in the rows mode too, when the run has a segmenter. Off by default."""
     run, results, _ = mask_results
     photos = [Path(k) for k, r in results.items() if r["status"] == "ok"][:2]
     scores = []
@@ -276,10 +275,14 @@ def test_every_face_must_pass_the_segmenters_face_head(mask_results, masked_dir,
 
     monkeypatch.setattr(inference, "predict_regions", _block_regions)
     monkeypatch.setattr(inference, "face_probabilities", says(0.2))
-    refused = inference.predict(run, photos, tmp_path / "a", ["predict.mode=rows"], log=lambda msg: None)
+    on = ["predict.verify_faces=true"]
+    refused = inference.predict(run, photos, tmp_path / "a", on + ["predict.mode=rows"], log=lambda msg: None)
     assert scores and all(r["status"] == "failed" and r["reason"] == "no face found" for r in refused.values())
+    scores.clear()
+    unchecked = inference.predict(run, photos, tmp_path / "off", log=lambda msg: None)  # off by default
+    assert not scores and all(r["status"] == "ok" for r in unchecked.values())
     monkeypatch.setattr(inference, "face_probabilities", says(0.8))
-    kept = inference.predict(run, photos, tmp_path / "b", log=lambda msg: None)
+    kept = inference.predict(run, photos, tmp_path / "b", on, log=lambda msg: None)
     assert all(r["status"] == "ok" and r["mode"] == "mask" for r in kept.values())
-    strict = inference.predict(run, photos, tmp_path / "c", ["masks.face_threshold=0.9"], log=lambda msg: None)
+    strict = inference.predict(run, photos, tmp_path / "c", on + ["masks.face_threshold=0.9"], log=lambda msg: None)
     assert all(r["status"] == "failed" for r in strict.values())

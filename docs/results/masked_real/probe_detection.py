@@ -1,10 +1,12 @@
 """Predict's face finder on the first N photos of masked_real: the share with a face, the detectors that
 found them, and a contact sheet of every accepted aligned face (to judge by eye which are not faces).
 
-python docs/results/masked_real/probe_detection.py [N] [--out docs/results/masked_real] [--segmenter RUN_DIR]
+python docs/results/masked_real/probe_detection.py [N] [--out runs/masked_real_probe] [--segmenter RUN_DIR]
+
+The contact sheet holds crops of real people: it stays under runs/, out of the repository.
 
 With --segmenter, every aligned crop must also pass that run's segmenter face head (what `antimask predict` does
-when a segmenter is at hand); the faces are then aligned at the segmenter's size.
+with predict.verify_faces=true); the faces are then aligned at the segmenter's size.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from antimask.faces.photos import Rejected, find_images, load_rgb
 parser = argparse.ArgumentParser()
 parser.add_argument("n", type=int, nargs="?", default=100)
 parser.add_argument("--data", default="../shared/data/masked_real")
-parser.add_argument("--out", default="docs/results/masked_real")
+parser.add_argument("--out", default="runs/masked_real_probe")
 parser.add_argument("--segmenter", default=None, help="a run folder with a trained segmenter (its face head)")
 args = parser.parse_args()
 
