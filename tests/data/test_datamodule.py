@@ -159,6 +159,12 @@ class RowRecorder(pl.LightningModule):
     def on_train_epoch_end(self):
         (self.out_dir / f"rank{self.global_rank}.json").write_text(json.dumps(self.seen))
 
+    def teardown(self, stage):
+        # Leave gloo's threads stopped before the spawned rank exits: a process group still alive at interpreter
+        # exit now and then aborts the rank ("terminate called without an active exception", SIGABRT).
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
