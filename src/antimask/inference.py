@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from antimask.errors import AntimaskError
 from antimask.faces import finder
 from antimask.faces.align import invert_transform
-from antimask.faces.compositing import edge_alpha, paste_alpha, paste_back
+from antimask.faces.compositing import edge_alpha, paste_alpha, paste_back, tint_region
 from antimask.faces.finder import Face
 from antimask.faces.images import to_float, to_uint8
 from antimask.faces.masks import redraw_region
@@ -168,13 +168,6 @@ def region_in_photo(region: np.ndarray, matrix: np.ndarray, shape: tuple[int, ..
     return back > 0.5
 
 
-def overlay(photo: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """The photo with ``region`` tinted red: what the segmenter took for the mask."""
-    out = photo.copy()
-    out[region] = (0.5 * out[region] + np.array([127.5, 0, 0])).astype(np.uint8)
-    return out
-
-
 def _expand(images: list[str | Path]) -> list[Path]:
     found: list[Path] = []
     for item in images:
@@ -302,7 +295,7 @@ def _write(out: Path, stem: str, photo: np.ndarray, faces: list[Face],
         written.append(save_png(out / f"{stem}_compare.png", np.hstack([photo, result])))
     else:
         written.append(save_mask(out / f"{stem}_mask.png", found))
-        written.append(save_png(out / f"{stem}_compare.png", np.hstack([photo, overlay(photo, found), result])))
+        written.append(save_png(out / f"{stem}_compare.png", np.hstack([photo, tint_region(photo, found), result])))
     return [str(p) for p in written]
 
 

@@ -36,6 +36,7 @@ from antimask.evaluation.baselines import Inpaint
 from antimask.evaluation.evaluate import EvaluationError, backbone_features, identity_judge, judge_distances
 from antimask.evaluation.metrics import bootstrap_ci, dlib_descriptors, identity_distance, l1, psnr, ssim
 from antimask.evaluation.report import _fresh_dir, _json_safe
+from antimask.faces.compositing import tint_region
 from antimask.faces.images import to_float, to_uint8
 from antimask.faces.masks import MaskAugment, draw_mask, redraw_region
 from antimask.files import atomic_write_text
@@ -261,9 +262,7 @@ def _grid(path: Path, masked: np.ndarray, found: np.ndarray, drawn: dict[str, np
     n = min(n, len(masked))
     if n == 0:
         return
-    overlay = masked[:n].copy()
-    overlay[found[:n]] = (0.5 * overlay[found[:n]] + 0.5 * np.array([255, 0, 0])).astype(np.uint8)
-    columns = [overlay] + [faces[:n] for method, faces in drawn.items() if method != "masked_face"]
+    columns = [tint_region(masked[:n], found[:n])] + [faces[:n] for method, faces in drawn.items() if method != "masked_face"]
     grid = np.concatenate([np.concatenate([c[i] for c in columns], 1) for i in range(n)], 0)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))

@@ -148,6 +148,13 @@ def edge_alpha(size: int, feather: int) -> np.ndarray:
     return (bottom[:, None] * edge[None, :]).astype(np.float32)
 
 
+def tint_region(image: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """uint8 images (..., H, W, 3) with the bool ``region`` (..., H, W) tinted red by half: a mask that was found."""
+    out = image.copy()
+    out[region] = (0.5 * out[region] + np.array([127.5, 0, 0])).astype(np.uint8)
+    return out
+
+
 def paste_back(photo: np.ndarray, completed: np.ndarray, matrix: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Warp an aligned completed face (S,S,3 uint8) back with the inverse similarity and blend it in
     under the warped alpha (feathered alpha blending, not seamlessClone: the upper face stays exact)."""
