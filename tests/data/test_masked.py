@@ -24,7 +24,7 @@ def _items(dataset):
 
 
 def test_items_hold_the_masked_face_its_region_the_face_and_the_row(masked_cfg):
-    item = MaskedFaceDataModule(masked_cfg()).dataset("train", train=True)[0]
+    item = MaskedFaceDataModule(masked_cfg("masks.augment=false")).dataset("train", train=True)[0]
     assert item["masked"].shape == item["face"].shape == (3, SIZE, SIZE)
     assert item["masked"].dtype == item["face"].dtype == torch.uint8 and item["region"].dtype == torch.bool
     assert item["region"].shape == (1, SIZE, SIZE)
@@ -126,3 +126,48 @@ def test_region_pixels_match_draw_mask_on_the_same_face(masked_cfg):
     face = np.ascontiguousarray(item["face"].permute(1, 2, 0).numpy())
     _, region = masks.draw_mask(face, item["landmarks"].numpy() * SIZE, style)
     assert np.array_equal(region, item["region"][0].numpy())
+
+
+def test_the_camera_moves_and_degrades_train_crops_only_and_repeats_with_the_torch_seed(masked_cfg):
+    """masks.augment: train crops change anew each time (the mask itself is the row's), held-out ones never do,
+    and a run's crops follow the torch seed (albumentations' own RNG is seeded from it)."""
+    dm = MaskedFaceDataModule(masked_cfg())
+    train, test = dm.dataset("train", train=True), dm.dataset("test")
+    plain = MaskedFaceDataModule(masked_cfg("masks.augment=false")).dataset("train", train=True)
+    assert test.camera is None and plain.camera is None and train.camera is not None
+    changed = [not torch.equal(train[i]["masked"], plain[i]["masked"]) for i in range(8)]
+    assert sum(changed) >= 6  # each transform at p=0.6: nearly every crop meets at least one
+    assert torch.equal(test[0]["masked"], test[0]["masked"])
+    torch.manual_seed(5)
+    first = MaskedFaceDataModule(masked_cfg()).dataset("train", train=True)
+    a = [first[i]["masked"] for i in range(4)]
+    torch.manual_seed(5)
+    again = MaskedFaceDataModule(masked_cfg()).dataset("train", train=True)
+    assert all(torch.equal(x, again[i]["masked"]) for i, x in enumerate(a))
+
+
+def test_the_camera_moves_the_region_with_the_mask():
+    """Shift, scale and rotation reach the region exactly as the pixels: a white square on black keeps its region
+    on it through every draw, and the region does move."""
+    from antimask.data.masked import segmenter_transform
+
+    cfg = load_config(None, ["masks.augment_p=1", "masks.shift=0.1", "masks.rotate=15"])
+    camera = segmenter_transform(cfg)
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[20:44, 16:40] = 255
+    region = np.zeros((64, 64), np.uint8)
+    region[20:44, 16:40] = 1
+    moved = 0
+    for _ in range(10):
+        out = camera(image=image, mask=region)
+        inside = out["mask"] > 0
+        grey = out["image"].astype(np.float32).mean(-1)
+        assert inside.sum() > 300 and grey[inside].mean() > 150 and grey[~inside].mean() < 60
+        moved += not np.array_equal(inside, region > 0)
+    assert moved >= 8
+
+
+def test_camera_settings_are_checked():
+    for bad in ("masks.augment_p=1.5", "masks.shift=0.6", "masks.downscale_min=0", "masks.jpeg_quality_min=0"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0].split(".")[1]):
+            load_config(None, [bad])

@@ -103,6 +103,8 @@ def test_a_short_fit_records_its_checkpoint_which_loads_weights_only(face_store,
     entry = read_manifest(tmp_path)["stages"]["segmenter"]
     assert entry["status"] == "done" and entry["held_out_styles"] == list(cfg.masks.held_out_styles)
     assert 0 <= entry["metrics"]["test/iou"] <= 1 and entry["metrics"]["test/iou"] == metrics["test/iou"]
+    for name in ("blurred", "low_res"):  # the held-out test masks through a worse camera, scored beside them
+        assert 0 <= entry["metrics"][f"test/iou_{name}"] <= 1
     module = load_segmenter(tmp_path / entry["best_checkpoint"], SIZE)
     assert not module.training and module.hparams.width == 8 and module.hparams.depth == 3
     faces = to_uint8(_batch(face_store, tmp_path, "test", n=2)["masked"])

@@ -38,18 +38,35 @@ from antimask.faces.images import to_chw
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
-def photometric_transform(cfg: DictConfig):
+class SeededTransform:
+    """An albumentations pipeline seeded once per process from torch's seed (run.seed in the main process;
+    distinct per DataLoader worker and epoch): albumentations keeps its own RNG, which seed_everything does not
+    reach, and this makes its runs repeat exactly. Called like the pipeline: ``t(image=..., mask=...)``."""
+
+    def __init__(self, transform):
+        self.transform = transform
+        self._seeded_in: Optional[int] = None  # the process whose torch seed seeded it
+
+    def __call__(self, **data) -> dict:
+        pid = os.getpid()
+        if self._seeded_in != pid:
+            self.transform.set_random_seed(torch.initial_seed() % 2 ** 32)
+            self._seeded_in = pid
+        return self.transform(**data)
+
+
+def photometric_transform(cfg: DictConfig) -> SeededTransform:
     """The encoder stage's albumentations pipeline: colour jitter, blur, JPEG artefacts, sensor noise."""
     import albumentations as A
 
     d = cfg.data
     p = float(d.photometric_p)
-    return A.Compose([
+    return SeededTransform(A.Compose([
         A.ColorJitter(brightness=d.jitter, contrast=d.jitter, saturation=d.jitter, hue=d.jitter / 4, p=p),
         A.GaussianBlur(blur_limit=(3, int(d.blur_max)), p=p),
         A.ImageCompression(quality_range=(int(d.jpeg_quality_min), 95), p=p),
         A.GaussNoise(std_range=(0.0, float(d.noise_std_max)), p=p),
-    ])
+    ]))
 
 
 class FaceDataset(Dataset):
@@ -70,7 +87,6 @@ class FaceDataset(Dataset):
         self.features = features
         self.photometric = photometric
         self.masks = masks  # model.mask_aware: a synthetic mask drawn on each (jittered) face
-        self._photometric_seeded_in: Optional[int] = None  # the process whose torch seed seeded it
         self._images: Optional[RowArray] = None
         # Landmarks in pixels at landmark_size (the stored size) to pixels at image_size.
         scaled = (np.asarray(landmarks, np.float32) + 0.5) * (self.size / landmark_size) - 0.5
@@ -101,7 +117,6 @@ class FaceDataset(Dataset):
         if image.shape[0] != self.size:
             raise StoreError(f"face {row} is {image.shape[0]} px, expected {self.size}: the resized cache is stale")
         if self.photometric is not None:
-            self._seed_photometric()
             image = self.photometric(image=np.ascontiguousarray(image))["image"]
         lmk = torch.from_numpy(self.landmarks[row] / self.size)
         item = {"face": to_chw(image), "landmarks": lmk, "identity": int(self.identities[row]), "row": row}
@@ -110,15 +125,6 @@ class FaceDataset(Dataset):
         if self.masks is not None:
             item.update(self.masks(image, lmk, row))
         return item
-
-    def _seed_photometric(self) -> None:
-        """albumentations keeps its own RNG, which seed_everything does not reach: seed it once per process
-        from torch's seed (run.seed in the main process; distinct per DataLoader worker and epoch), so
-        photometric runs repeat exactly."""
-        pid = os.getpid()
-        if self._photometric_seeded_in != pid:
-            self.photometric.set_random_seed(torch.initial_seed() % 2 ** 32)
-            self._photometric_seeded_in = pid
 
 
 def mirror_batch(batch: dict, mirror: torch.Tensor) -> dict:

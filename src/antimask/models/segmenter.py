@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics.classification import BinaryAccuracy, BinaryJaccardIndex
+from torchvision.transforms.functional import gaussian_blur
 
 from antimask.config import SEGMENTER, Config
 from antimask.faces.images import to_float
@@ -30,11 +31,22 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1
     return (1 - (2 * overlap + smooth) / (prob.sum(1) + target.sum(1) + smooth)).mean()
 
 
+def _low_res(faces: torch.Tensor) -> torch.Tensor:
+    size = faces.shape[-1]
+    return F.interpolate(F.interpolate(faces, scale_factor=0.5, mode="area"), size=(size, size), mode="bilinear",
+                         align_corners=False)
+
+
+# test/iou_NAME: the held-out test masks through a fixed degradation of float (B, 3, S, S) faces
+DEGRADED = {"blurred": lambda faces: gaussian_blur(faces, [5, 5], [1.0, 1.0]), "low_res": _low_res}
+
+
 class MaskSegmenterModule(_StageModule):
     """``MaskSegmenter`` trained on ``MaskedFaceDataModule`` batches (``masked`` in, ``region`` target).
 
-    Logs train/loss, val/loss, val/loss_best and val/iou (test/loss, test/iou on test): the IoU of the
-    thresholded region over all pixels of the split's faces (torchmetrics, so DDP reduces it over every process).
+    Logs train/loss, val/loss, val/loss_best and val/iou (test/loss, test/iou on test): the IoU of the thresholded
+    region over all pixels of the split's faces (torchmetrics, so DDP reduces it over every process); on test also
+    test/iou_blurred and test/iou_low_res, the same faces through a worse camera (``DEGRADED``).
     With ``face_weight`` > 0 the batches also hold crops that are not faces (``is_face`` 0, empty region): the face
     head's BCE joins the loss with that weight, and val/face_accuracy (test/...) is logged.
     """
@@ -53,6 +65,8 @@ class MaskSegmenterModule(_StageModule):
         self.test_iou = BinaryJaccardIndex(threshold=threshold)
         self.val_face = BinaryAccuracy()
         self.test_face = BinaryAccuracy()
+        # the test faces seen through a worse camera than the store's: what a real photo does to the masks
+        self.test_degraded = torch.nn.ModuleDict({name: BinaryJaccardIndex(threshold=threshold) for name in DEGRADED})
 
     @classmethod
     def hparams_from_config(cls, cfg: DictConfig) -> dict[str, Any]:
@@ -89,6 +103,11 @@ class MaskSegmenterModule(_StageModule):
         if faces.any():
             iou(torch.sigmoid(extra["_logits"][faces]), batch["region"][faces].long())
             self.log(f"{split}/iou", iou, on_step=False, on_epoch=True, prog_bar=True, batch_size=int(faces.sum()))
+            if split == "test":
+                for name, degrade in DEGRADED.items():
+                    metric = self.test_degraded[name]
+                    metric(torch.sigmoid(self(degrade(batch["masked"][faces]))), batch["region"][faces].long())
+                    self.log(f"test/iou_{name}", metric, on_step=False, on_epoch=True, batch_size=int(faces.sum()))
         if extra["_face"] is not None and "is_face" in batch:
             accuracy = self.val_face if split == "val" else self.test_face
             accuracy(torch.sigmoid(extra["_face"]), batch["is_face"].long())
