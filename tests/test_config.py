@@ -161,3 +161,25 @@ def test_a_choice_written_as_a_number_means_its_text(tmp_path):
     assert load_config(experiment).trainer.precision == "32"
     with pytest.raises(ConfigError, match="trainer.precision"):
         load_config(overrides=["trainer.precision=31"])
+
+
+def test_a_bad_override_among_good_ones_is_named_and_the_good_ones_all_apply():
+    """Overrides merge in one step; a failing one is still found and named."""
+    with pytest.raises(ConfigError, match="override 'data.batch_size=many'"):
+        load_config(None, ["data.image_size=112", "data.batch_size=many", "run.seed=3"])
+    with pytest.raises(ConfigError, match="override 'data.bogus=1'.*unknown config key"):
+        load_config(None, ["data.image_size=112", "data.bogus=1"])
+    cfg = load_config(None, ["data.image_size=112", "run.seed=3", "data.image_size=96"])
+    assert cfg.data.image_size == 96 and cfg.run.seed == 3  # in order: the last one wins
+
+
+def test_the_shared_schema_cannot_be_changed_and_configs_do_not_share_it():
+    from omegaconf.errors import ReadonlyConfigError
+
+    from antimask.config import schema
+
+    with pytest.raises(ReadonlyConfigError):
+        schema().data.image_size = 1
+    cfg = load_config(None, [])
+    cfg.data.image_size = 1  # a loaded config is the caller's own
+    assert schema().data.image_size != 1 and load_config(None, []).data.image_size != 1

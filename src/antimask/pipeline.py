@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from antimask.backbones import backbone_from_config, cached_features, to_training_device
-from antimask.config import STAGES
+from antimask.config import SEGMENTER, STAGES
 from antimask.data.augment import augment_store
 from antimask.data.prepare import prepare_store, sample_sources
 from antimask.data.resized import build_resized_cache, cache_valid
@@ -70,7 +70,8 @@ def train_segmenter(cfg: DictConfig) -> tuple[dict, dict]:
 
 
 def train_all(cfg: DictConfig, evaluate: bool = True) -> dict:
-    """prepare -> augment -> features -> face decoder -> mask decoder -> encoder -> evaluation.
+    """prepare -> augment -> features -> face decoder -> mask decoder -> encoder [-> segmenter, for a
+    model.mask_aware run] -> evaluation.
 
     Finished stages (same results-relevant config) are skipped; an interrupted stage resumes from its
     last checkpoint. Returns the manifest.
@@ -86,6 +87,12 @@ def train_all(cfg: DictConfig, evaluate: bool = True) -> dict:
             continue
         print(f"[train-all] {stage}: training (resumes from its last checkpoint if one exists)")
         train_stage(OmegaConf.merge(cfg, {"trainer": {"ckpt_path": "last"}}), stage)
+    if cfg.model.mask_aware:  # without its segmenter a mask-aware run can only redraw the paper's rows
+        if finished_stage(cfg, SEGMENTER) is not None:
+            print(f"[train-all] {SEGMENTER}: done before, skipped")
+        else:
+            print(f"[train-all] {SEGMENTER}: training (model.mask_aware: predict finds each mask with it)")
+            train_segmenter(cfg)
     manifest = read_manifest(folder)
     rank_zero = rank_zero_only.rank == 0
     if evaluate and not cfg.trainer.fast_dev_run and rank_zero:

@@ -20,7 +20,7 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from antimask.config import SEGMENTER, STAGES, Config, config_hash, load_config, save_config
+from antimask.config import SEGMENTER, STAGES, apply_overrides, config_hash, load_config, save_config, schema
 from antimask.errors import AntimaskError
 from antimask.files import atomic_write_csv, atomic_write_json, read_json
 
@@ -93,7 +93,7 @@ def run_config(folder: str | Path, overrides: Optional[list[str]] = None) -> Dic
     overridden = {text.split("=", 1)[0].strip() for text in overrides or []}
     resolved = [f"{key}={resolve_from(base, OmegaConf.select(saved, key))}" for key in _RUN_PATHS
                 if key not in overridden and OmegaConf.select(saved, key) is not None]
-    return load_config(path, resolved + list(overrides or []))
+    return apply_overrides(saved, resolved + list(overrides or []))
 
 
 def trained_store(folder: str | Path, cfg: DictConfig) -> Optional[Path]:
@@ -212,7 +212,7 @@ def _trained_before_new_keys(cfg: DictConfig, folder: Path, trained_hash: str) -
         return kept
 
     kept = restrict(OmegaConf.to_container(cfg, resolve=True), OmegaConf.to_container(saved, resolve=True),
-                    OmegaConf.to_container(OmegaConf.structured(Config), resolve=True))
+                    OmegaConf.to_container(schema(), resolve=True))
     return kept is not None and results_hash(OmegaConf.create(kept)) == trained_hash
 
 

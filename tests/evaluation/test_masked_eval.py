@@ -84,6 +84,21 @@ def test_every_row_and_metric_is_reported_with_the_segmenter_region(report):
     assert grid.shape[1] == 64 * len(methods)  # the region overlay, then every row but the masked face
 
 
+def test_paired_differences_against_the_masked_face_match_the_saved_per_face_scores(report):
+    """The report's paired table is each method's per-face score minus the masked face's on the same face; the
+    per-face arrays are saved beside it, so a reader can redo any paired test."""
+    saved = np.load(report["paths"]["per_face"])
+    paired = json.loads(Path(report["paths"]["metrics"]).read_text())["paired"]
+    assert len(saved["rows"]) == report["n_faces"]
+    for key in ("region_l1", "ssim", "identity_distance"):
+        assert "masked_face" not in paired[key] and CEILING not in paired[key]
+        for method in ("telea", "anti_mask", "fixed_row"):
+            diff = saved[f"{method}/{key}"] - saved[f"masked_face/{key}"]
+            assert paired[key][method]["mean"] == pytest.approx(float(np.mean(diff)), abs=1e-9)
+            assert paired[key][method]["low"] <= paired[key][method]["mean"] <= paired[key][method]["high"]
+    assert "method minus masked_face" in Path(report["paths"]["report"]).read_text()
+
+
 def test_reference_rows_are_what_they_claim(report):
     s, drawn = report["summary"], report["drawn"]
     assert s[CEILING]["region_l1"]["mean"] == 0 and s[CEILING]["identity_distance"]["mean"] == 0

@@ -190,3 +190,21 @@ def test_fast_dev_run_of_each_mask_aware_stage_through_train_stage(stage, small_
     if stage == "mask_decoder":
         assert isinstance(objects["module"].decoder, MaskAwareDecoder)
         assert (tmp_path / stage / "images" / "epoch_000.png").exists()  # real | masked | completed
+
+
+def test_train_all_of_a_mask_aware_run_trains_its_segmenter_too_and_skips_it_the_second_time(small_store, tmp_path,
+                                                                                            capsys):
+    from antimask.pipeline import train_all
+
+    epochs = [f"stages.{s}.{k}" for s in ("face_decoder", "mask_decoder", "encoder", "segmenter")
+              for k in ("max_epochs=1", "limit_train_batches=2")]
+    cfg = load_config(REPO / "experiments" / "mask_aware.yaml", [
+        f"data.store={small_store}", f"run.dir={tmp_path}", "augment.enabled=false", "data.batch_size=4",
+        "trainer.accelerator=cpu", "model.decoder_channels=32", "masks.segmenter_width=8", "masks.segmenter_depth=3",
+        *epochs])
+    manifest = train_all(cfg, evaluate=False)
+    entry = manifest["stages"]["segmenter"]
+    assert entry["status"] == "done" and (tmp_path / entry["best_checkpoint"]).exists()
+    assert "segmenter: training" in capsys.readouterr().out
+    train_all(cfg, evaluate=False)
+    assert "segmenter: done before, skipped" in capsys.readouterr().out

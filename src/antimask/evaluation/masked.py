@@ -46,6 +46,7 @@ from antimask.runs import read_manifest, run_config, stage_checkpoint
 
 REFERENCE_ROWS = ("masked_face", "grey_band", "telea", "navier_stokes")
 CEILING = "real_face"
+BASELINE = "masked_face"  # what the user has without antimask: the paired differences are taken against it
 NOTHING = "grey_band"
 IDENTITY_KEYS = ("identity_distance", "other_photo_distance", "judge_distance")
 METRIC_KEYS = ("region_l1", "l1", "ssim", "psnr") + IDENTITY_KEYS + ("verified",)
@@ -204,6 +205,7 @@ def evaluate_masked(run_dir: str | Path, split: Optional[str] = None, name: Opti
                                                                            method=str(e.ci_method))),
                             n=int(np.isfinite(v).sum())) for k, v in scores.items()}
                for method, scores in per_face.items()}
+    paired = paired_differences(per_face, BASELINE, int(e.bootstrap), seed, str(e.ci_method))
     gap = {key: {method: gap_recovered({mm: summary[mm][key]["mean"] for mm in summary if key in summary[mm]}, method)
                  for method in summary if key in summary[method]}
            for key in IDENTITY_KEYS if key in summary[CEILING]}
@@ -216,14 +218,59 @@ def evaluate_masked(run_dir: str | Path, split: Optional[str] = None, name: Opti
                "judge": None if judge is None else judge.name, "judge_note": judge_note,
                "with": {k: str(v) for k, v in extra.items()},
                "mask_coverage": float(regions.mean()), "config": OmegaConf.to_container(cfg, resolve=True)}
-    paths = {"metrics": folder / "metrics.json", "report": folder / "report.md", "grid": folder / "grid.png"}
+    paths = {"metrics": folder / "metrics.json", "report": folder / "report.md", "grid": folder / "grid.png",
+             "per_face": folder / "per_face.npz"}
     atomic_write_text(paths["metrics"], json.dumps(_json_safe({"context": context, "methods": summary,
-                                                               "gap_recovered": gap}), indent=1))
-    atomic_write_text(paths["report"], _markdown(summary, gap, context))
+                                                               "gap_recovered": gap, "paired": paired}), indent=1))
+    atomic_write_text(paths["report"], _markdown(summary, gap, context) + _paired_markdown(paired))
+    _save_per_face(paths["per_face"], per_face, rows)
     _grid(paths["grid"], masked, found, drawn, int(e.grid_faces))
     return {"summary": summary, "gap": gap, "paths": {k: str(v) for k, v in paths.items()}, "dir": str(folder),
             "region_source": source, "segmenter_iou": seg_iou, "n_faces": int(len(rows)), "drawn": drawn,
             "regions": regions, "found": found}
+
+
+def paired_differences(per_face: dict[str, dict[str, np.ndarray]], baseline: str, n_resamples: int, seed: int,
+                       ci_method: str) -> dict[str, dict[str, dict]]:
+    """{metric: {method: {mean, low, high, n}}}: each method's per-face score minus ``baseline``'s on the same
+    face, with its bootstrap CI; far tighter than comparing two means' CIs, since the faces are shared."""
+    out: dict[str, dict[str, dict]] = {}
+    for key in ("region_l1", "ssim") + IDENTITY_KEYS:
+        if key not in per_face[baseline]:
+            continue
+        base = per_face[baseline][key]
+        for method, scores in per_face.items():
+            if method in (baseline, CEILING) or key not in scores:
+                continue
+            diff = scores[key] - base
+            if not np.isfinite(diff).any():
+                continue
+            mean, low, high = bootstrap_ci(diff, n_resamples, seed, method=ci_method)
+            out.setdefault(key, {})[method] = {"mean": mean, "low": low, "high": high,
+                                               "n": int(np.isfinite(diff).sum())}
+    return out
+
+
+def _paired_markdown(paired: dict) -> str:
+    if not paired:
+        return ""
+    methods = list(dict.fromkeys(m for by_method in paired.values() for m in by_method))
+    lines = ["", f"Paired per face, method minus {BASELINE} (mean [95 % CI]; lower is better except ssim):", "",
+             "| method | " + " | ".join(paired) + " |", "|---" * (1 + len(paired)) + "|"]
+    for method in methods:
+        lines.append(f"| {method} | " + " | ".join(_fmt(paired[k][method]) if method in paired[k] else "n/a"
+                                                    for k in paired) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _save_per_face(path: Path, per_face: dict[str, dict[str, np.ndarray]], rows: np.ndarray) -> None:
+    """Every method's per-face scores (``METHOD/metric`` arrays, aligned with ``rows``) for later paired tests."""
+    arrays = {f"{method}/{key}": np.asarray(v, np.float64) for method, scores in per_face.items()
+              for key, v in scores.items()}
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "wb") as f:
+        np.savez(f, rows=np.asarray(rows), **arrays)
+    tmp.replace(path)
 
 
 def _fmt(stats: dict) -> str:

@@ -16,11 +16,11 @@ from typing import Any, Optional, get_args
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torchmetrics import MeanMetric, MinMetric
 
 from antimask.backbones import backbone_from_config, create_backbone
-from antimask.config import Config, EncoderLoss, decoder_rule_violations, split_row_for
+from antimask.config import EncoderLoss, decoder_rule_violations, schema, split_row_for
 from antimask.errors import AntimaskError
 from antimask.faces.align import LOWER_POINTS, TEMPLATE_224, TEMPLATE_SIZE
 from antimask.faces.compositing import blend_region, hide_region
@@ -558,7 +558,7 @@ def load_stage(path: str | Path, expected_stage: str, feature_dim: Optional[int]
                                  f"the backbone gives {feature_dim}")
     # hyperparameters added to the schema after the checkpoint was saved: the schema's default, which is
     # what the module did before the key existed
-    known = STAGE_MODULES[stage].hparams_from_config(OmegaConf.structured(Config), int(hparams["feature_dim"]))
+    known = STAGE_MODULES[stage].hparams_from_config(schema(), int(hparams["feature_dim"]))
     hparams = {**known, **hparams}
     if stage == EncoderDistillModule.STAGE:
         hparams["encoder_weights"] = None  # the checkpoint already holds the trained weights

@@ -10,11 +10,11 @@ from typing import Any, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torchmetrics.classification import BinaryAccuracy, BinaryJaccardIndex
 from torchvision.transforms.functional import gaussian_blur
 
-from antimask.config import SEGMENTER, Config
+from antimask.config import SEGMENTER, schema
 from antimask.faces.images import to_float
 from antimask.models.components.segmenter import MaskSegmenter
 from antimask.models.modules import StageMismatchError, _StageModule, read_stage_checkpoint
@@ -130,7 +130,7 @@ def load_segmenter(path: str | Path, image_size: Optional[int] = None) -> MaskSe
         raise StageMismatchError(f"checkpoint {path} segments {hparams['image_size']} px faces, not {image_size} px")
     # keys added to the schema after the checkpoint was saved: the schema's default, but no face head for a
     # checkpoint saved before it existed
-    hparams = {**MaskSegmenterModule.hparams_from_config(OmegaConf.structured(Config)), "face_weight": 0.0, **hparams}
+    hparams = {**MaskSegmenterModule.hparams_from_config(schema()), "face_weight": 0.0, **hparams}
     module = MaskSegmenterModule(**hparams)
     module.load_state_dict(ckpt["state_dict"])
     return module.eval()
