@@ -340,7 +340,7 @@ class MasksConfig:
     face_threshold: float = 0.5  # predict: an aligned crop whose face probability is below this is no face
     # the segmenter's training crops, after the mask is drawn: moved a little (alignment error) and put through a
     # camera (colour, blur or lower resolution, JPEG, noise), image and region alike. Without it the segmenter keys
-    # on the drawn fabric noise, which any blur erases: held-out IoU 0.55 -> 0.01 under a 1 px Gaussian blur.
+    # on the drawn fabric noise, which any blur erases: held-out test IoU 0.980 -> 0.012 under a 1 px Gaussian blur.
     augment: bool = True
     augment_p: float = 0.6  # probability of each transform
     shift: float = 0.06  # crop translation (share of the side) and scale change (1 +- shift)

@@ -55,6 +55,14 @@ class SeededTransform:
         return self.transform(**data)
 
 
+def colour_jitter(cfg: DictConfig, p: float):
+    """albumentations' ColorJitter at data.jitter (brightness, contrast and saturation; hue a quarter of it)."""
+    import albumentations as A
+
+    j = float(cfg.data.jitter)
+    return A.ColorJitter(brightness=j, contrast=j, saturation=j, hue=j / 4, p=p)
+
+
 def photometric_transform(cfg: DictConfig) -> SeededTransform:
     """The encoder stage's albumentations pipeline: colour jitter, blur, JPEG artefacts, sensor noise."""
     import albumentations as A
@@ -62,7 +70,7 @@ def photometric_transform(cfg: DictConfig) -> SeededTransform:
     d = cfg.data
     p = float(d.photometric_p)
     return SeededTransform(A.Compose([
-        A.ColorJitter(brightness=d.jitter, contrast=d.jitter, saturation=d.jitter, hue=d.jitter / 4, p=p),
+        colour_jitter(cfg, p),
         A.GaussianBlur(blur_limit=(3, int(d.blur_max)), p=p),
         A.ImageCompression(quality_range=(int(d.jpeg_quality_min), 95), p=p),
         A.GaussNoise(std_range=(0.0, float(d.noise_std_max)), p=p),

@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
-from antimask.data.datamodule import FaceDataModule, FaceDataset, SeededTransform
+from antimask.data.datamodule import FaceDataModule, FaceDataset, SeededTransform, colour_jitter
 from antimask.data.row_masks import RowMasks, mask_styles
 from antimask.faces.images import to_chw
 from antimask.faces.negatives import not_a_face
@@ -33,7 +33,7 @@ def segmenter_transform(cfg: DictConfig) -> SeededTransform:
     return SeededTransform(A.Compose([
         A.Affine(scale=(1 - shift, 1 + shift), translate_percent=(-shift, shift), rotate=(-m.rotate, m.rotate),
                  border_mode=cv2.BORDER_REPLICATE, p=p),  # predict's alignment pads with the edge pixels too
-        A.ColorJitter(brightness=d.jitter, contrast=d.jitter, saturation=d.jitter, hue=d.jitter / 4, p=p),
+        colour_jitter(cfg, p),
         A.OneOf([A.GaussianBlur(blur_limit=0, sigma_limit=(0.3, sigma)),
                  A.Downscale(scale_range=(float(m.downscale_min), 0.8))], p=p),
         A.ImageCompression(quality_range=(int(m.jpeg_quality_min), 95), p=p),

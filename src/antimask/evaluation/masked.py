@@ -39,7 +39,7 @@ from antimask.evaluation.report import _fresh_dir, _json_safe
 from antimask.faces.compositing import tint_region
 from antimask.faces.images import to_float, to_uint8
 from antimask.faces.masks import MaskAugment, draw_mask, redraw_region
-from antimask.files import atomic_write_text
+from antimask.files import atomic_path, atomic_write_text
 from antimask.models.antimask import AntiMask, MaskAwareAntiMask
 from antimask.models.segmenter import load_segmenter, predict_regions
 from antimask.runs import read_manifest, run_config, stage_checkpoint
@@ -267,10 +267,8 @@ def _save_per_face(path: Path, per_face: dict[str, dict[str, np.ndarray]], rows:
     """Every method's per-face scores (``METHOD/metric`` arrays, aligned with ``rows``) for later paired tests."""
     arrays = {f"{method}/{key}": np.asarray(v, np.float64) for method, scores in per_face.items()
               for key, v in scores.items()}
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, rows=np.asarray(rows), **arrays)
-    tmp.replace(path)
 
 
 def _fmt(stats: dict) -> str:
@@ -309,7 +307,8 @@ def _grid(path: Path, masked: np.ndarray, found: np.ndarray, drawn: dict[str, np
     n = min(n, len(masked))
     if n == 0:
         return
-    columns = [tint_region(masked[:n], found[:n])] + [faces[:n] for method, faces in drawn.items() if method != "masked_face"]
+    columns = [tint_region(masked[:n], found[:n])]
+    columns += [faces[:n] for method, faces in drawn.items() if method != "masked_face"]
     grid = np.concatenate([np.concatenate([c[i] for c in columns], 1) for i in range(n)], 0)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
