@@ -167,9 +167,22 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         command = "python -m benchmarks.bench_face_networks " + shlex.join(sys.argv[1:] if argv is None else argv)
         DOCS.mkdir(exist_ok=True)
-        (DOCS / "face_networks.md").write_text(render(text, summary, command.strip()))
+        write_report(DOCS / "face_networks.md", render(text, summary, command.strip()))
         print(f"wrote {DOCS / 'face_networks.md'}")
     return 0
+
+
+def write_report(path: Path, generated: str) -> Path:
+    """Write the generated table to ``path`` atomically, keeping every hand-written section ("## ...") that
+    follows it in the file already there: a rerun refreshes the figures and loses none of the notes."""
+    from antimask.files import atomic_write_text
+
+    kept = ""
+    if path.exists():
+        old = path.read_text()
+        start = old.find("\n## ")
+        kept = old[start:] if start >= 0 else ""
+    return atomic_write_text(path, generated.rstrip("\n") + "\n" + kept)
 
 
 def render(text: str, summary: str, command: str) -> str:

@@ -90,3 +90,16 @@ def test_mobilefacenet_tells_afdb_people_apart_better_than_dlib(afdb_first_20):
     mobile, dlib = _auc("mobilefacenet", afdb_first_20), _auc("dlib", afdb_first_20)
     print(f"AUC on the first 20 AFDB people: mobilefacenet {mobile:.4f}, dlib {dlib:.4f}")
     assert mobile >= 0.90 and mobile > dlib
+
+
+def test_rewriting_the_verification_report_keeps_the_hand_written_sections(tmp_path):
+    from benchmarks.bench_face_networks import render, write_report
+
+    path = tmp_path / "face_networks.md"
+    write_report(path, render("| old table |", "old summary", "cmd"))
+    path.write_text(path.read_text() + "\n## Notes by hand\nkept words\n\n### deeper\nmore\n")
+    write_report(path, render("| new table |", "new summary", "cmd"))
+    text = path.read_text()
+    assert "| new table |" in text and "| old table |" not in text and "new summary" in text
+    assert text.endswith("## Notes by hand\nkept words\n\n### deeper\nmore\n")
+    assert text.count("## Notes by hand") == 1 and text.count("# Pretrained face networks") == 1
