@@ -52,8 +52,8 @@ class RunConfig:
     dir: str = "runs/default"  # every output of a run (store excepted) lives under this folder
     seed: int = 0  # model init and batch order; the store's split and morphs have their own seeds (prepare.seed, augment.seed)
     name: Optional[str] = None  # W&B / report name; defaults to the run folder's name
-    # stage -> run folder: take that run's finished stage (copied in) instead of training it here; the run
-    # must share the store, face size, split row and backbone (e.g. decoder sweeps that keep one encoder)
+    # stage (or segmenter) -> run folder: take that run's finished stage (copied in) instead of training it here;
+    # the run must share the store, face size, split row and backbone (e.g. decoder sweeps that keep one encoder)
     reuse: dict[str, str] = field(default_factory=dict)
 
 
@@ -93,6 +93,13 @@ class FaceFinderConfig:
     cnn_max_side: Optional[int] = None  # cnn: the photo is scaled down to this long side; None = detect_max_side
     cnn_upsample: Optional[int] = None  # cnn: dlib upsampling; None = upsample
     crop_max_aspect: float = 1.4  # crop: a photo counts as a tight face crop below this long/short side ratio
+    # crop: photos up to this long/short side ratio also offer their top and middle squares as the face box (tall
+    # face crops cut at the brow or the chin, where the whole photo misleads the landmark fit); 0 = never
+    crop_squares_max_aspect: float = 0.0
+    # keep="all" (predict): when another detector's faces are found, the tight-crop boxes are tried too, and a found
+    # face whose landmarks lie inside the crop's face and span less than half its side is a part of that face (an
+    # eye close-up of a low-threshold HOG box): the crop's face replaces it
+    crop_replaces_parts: bool = False
     crop_refine: int = 0  # crop: landmark re-fits in the box the previous fit implies
     crop_cnn_confirm: bool = True  # crop: dlib's CNN must find a face in the aligned crop
     crop_min_skin: float = 0.0  # crop: share of skin-coloured pixels the aligned upper band needs; 0 = no check
@@ -293,6 +300,8 @@ class PredictConfig(FaceFinderConfig):
     cnn_max_side: Optional[int] = 400
     cnn_upsample: Optional[int] = 0
     crop_max_aspect: float = 1.6
+    crop_squares_max_aspect: float = 2.0
+    crop_replaces_parts: bool = True
     crop_refine: int = 2
     crop_cnn_confirm: bool = False
     crop_min_skin: float = 0.25
@@ -591,6 +600,8 @@ def validate(cfg: DictConfig) -> None:
         for name in ("upsample", "cnn_upsample", "crop_refine"):
             _check(f[name] is None or f[name] >= 0, f"{section}.{name}", "must be >= 0")
         _check(f.crop_max_aspect >= 1, f"{section}.crop_max_aspect", "must be >= 1")
+        _check(f.crop_squares_max_aspect == 0 or f.crop_squares_max_aspect >= 1, f"{section}.crop_squares_max_aspect",
+               "0 (never) or >= 1")
         _check(0 <= f.crop_min_skin <= 1, f"{section}.crop_min_skin", "a fraction in [0, 1]")
         for channel in ("cr", "cb"):
             _check(0 <= f[f"skin_{channel}_min"] <= f[f"skin_{channel}_max"] <= 255, f"{section}.skin_{channel}_min",
@@ -668,7 +679,8 @@ def validate(cfg: DictConfig) -> None:
            f"{model.discriminator_layers}: at least 1, and each halves the face: 2**layers <= data.image_size={size}")
     _check_betas(model.adversarial_betas, "model.adversarial_betas")
     for stage in cfg.run.reuse:
-        _check(stage in STAGES, f"run.reuse.{stage}", f"is not a stage ({', '.join(STAGES)})")
+        _check(stage in (*STAGES, SEGMENTER), f"run.reuse.{stage}",
+               f"is not a stage ({', '.join((*STAGES, SEGMENTER))})")
     for stage in STAGES:
         settings = cfg.stages[stage]
         _check(settings.lr > 0, f"stages.{stage}.lr", f"{settings.lr} must be positive")

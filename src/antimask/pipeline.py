@@ -88,7 +88,10 @@ def train_all(cfg: DictConfig, evaluate: bool = True) -> dict:
         print(f"[train-all] {stage}: training (resumes from its last checkpoint if one exists)")
         train_stage(OmegaConf.merge(cfg, {"trainer": {"ckpt_path": "last"}}), stage)
     if cfg.model.mask_aware:  # without its segmenter a mask-aware run can only redraw the paper's rows
-        if finished_stage(cfg, SEGMENTER) is not None:
+        entry = read_manifest(folder).get("stages", {}).get(SEGMENTER, {})
+        if SEGMENTER in cfg.run.reuse and not entry.get("reused_from"):
+            reuse_stage(cfg, SEGMENTER, Path(cfg.run.reuse[SEGMENTER]))
+        elif finished_stage(cfg, SEGMENTER) is not None:
             print(f"[train-all] {SEGMENTER}: done before, skipped")
         else:
             print(f"[train-all] {SEGMENTER}: training (model.mask_aware: predict finds each mask with it)")

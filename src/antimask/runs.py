@@ -238,8 +238,8 @@ _REUSE_MUST_MATCH = ("data.store", "data.image_size", "data.split_row", "backbon
 
 def reuse_stage(cfg: DictConfig, stage: str, source: Path) -> dict:
     """Copy another run's finished stage (checkpoint, loss history, manifest entry) into this run."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage '{stage}'; one of {', '.join(STAGES)}")
+    if stage not in (*STAGES, SEGMENTER):
+        raise ValueError(f"unknown stage '{stage}'; one of {', '.join((*STAGES, SEGMENTER))}")
     folder = run_dir(cfg)
     theirs = run_config(source)
     for key in _REUSE_MUST_MATCH:

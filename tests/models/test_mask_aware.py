@@ -208,3 +208,17 @@ def test_train_all_of_a_mask_aware_run_trains_its_segmenter_too_and_skips_it_the
     assert "segmenter: training" in capsys.readouterr().out
     train_all(cfg, evaluate=False)
     assert "segmenter: done before, skipped" in capsys.readouterr().out
+    # a second run that reuses all four (run.reuse.segmenter too) trains nothing and copies each checkpoint
+    second = tmp_path / "reuser"
+    reuse = [f"run.reuse.{s}={tmp_path}" for s in ("face_decoder", "mask_decoder", "encoder", "segmenter")]
+    cfg2 = load_config(REPO / "experiments" / "mask_aware.yaml", [
+        f"data.store={small_store}", f"run.dir={second}", "augment.enabled=false", "data.batch_size=4",
+        "trainer.accelerator=cpu", "model.decoder_channels=32", "masks.segmenter_width=8", "masks.segmenter_depth=3",
+        *epochs, *reuse])
+    reused = train_all(cfg2, evaluate=False)
+    out = capsys.readouterr().out
+    assert "training" not in out and "segmenter: reused from" in out
+    entry = reused["stages"]["segmenter"]
+    assert entry["reused_from"] == str(tmp_path) and (second / entry["best_checkpoint"]).exists()
+    assert (second / entry["best_checkpoint"]).read_bytes() == (tmp_path / manifest["stages"]["segmenter"]
+                                                               ["best_checkpoint"]).read_bytes()
