@@ -262,7 +262,7 @@ def test_mask_mode_redraws_only_the_mask_found_and_writes_it(mask_results):
 
 def test_every_face_must_pass_the_segmenters_face_head(mask_results, masked_dir, tmp_path, monkeypatch):
     """predict.verify_faces=true: a crop the face head scores below masks.face_threshold is no face (the detector
-    cascade goes on to the next box); in the rows mode too, when the run has a segmenter. Off by default."""
+    cascade goes on to the next box); in the rows mode too, when the run has a segmenter. On by default."""
     run, results, _ = mask_results
     photos = [Path(k) for k, r in results.items() if r["status"] == "ok"][:2]
     scores = []
@@ -279,8 +279,10 @@ def test_every_face_must_pass_the_segmenters_face_head(mask_results, masked_dir,
     refused = inference.predict(run, photos, tmp_path / "a", on + ["predict.mode=rows"], log=lambda msg: None)
     assert scores and all(r["status"] == "failed" and r["reason"] == "no face found" for r in refused.values())
     scores.clear()
-    unchecked = inference.predict(run, photos, tmp_path / "off", log=lambda msg: None)  # off by default
+    unchecked = inference.predict(run, photos, tmp_path / "off", ["predict.verify_faces=false"], log=lambda msg: None)
     assert not scores and all(r["status"] == "ok" for r in unchecked.values())
+    by_default = inference.predict(run, photos, tmp_path / "default", log=lambda msg: None)
+    assert scores and all(r["status"] == "failed" for r in by_default.values())
     monkeypatch.setattr(inference, "face_probabilities", says(0.8))
     kept = inference.predict(run, photos, tmp_path / "b", on, log=lambda msg: None)
     assert all(r["status"] == "ok" and r["mode"] == "mask" for r in kept.values())

@@ -88,6 +88,34 @@ def test_rerun_after_the_schema_grew_skips_only_when_the_new_keys_keep_their_def
         assert proc.returncode != 0 and "trained with another config" in proc.stderr, proc.stderr[-3000:]
 
 
+def test_predict_settings_do_not_count_as_training_config_even_for_stages_hashed_with_them(sample_run, tmp_path):
+    """Stages finished before 2026-11-30 hashed the predict-time keys too (predict.*, masks.face_threshold):
+    such a run is still done for a rerun that changes only those, and not for one that changes a stage."""
+    import json
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from antimask.runs import results_hash
+
+    run = tmp_path / "hashed_with_predict"
+    shutil.copytree(sample_run, run)
+    saved = OmegaConf.load(run / "config.yaml")
+    before = results_hash(saved, before=True)
+    assert before != results_hash(saved)
+    assert results_hash(OmegaConf.merge(saved, {"predict": {"verify_faces": True}})) == results_hash(saved)
+    manifest = json.loads((run / "manifest.json").read_text())
+    for entry in manifest["stages"].values():
+        entry["config_hash"] = before
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    store = Path(read_manifest(sample_run)["store"])
+    proc = _train_all(run, store, *FAST, "--no-eval", "predict.verify_faces=true", "masks.face_threshold=0.2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("done before, skipped") == 3
+    proc = _train_all(run, store, *FAST, "--no-eval", "stages.encoder.lr=0.5")
+    assert proc.returncode != 0 and "trained with another config" in proc.stderr, proc.stderr[-3000:]
+
+
 def test_predict_loads_the_trained_model(sample_run, tmp_path):
     photos = write_sample(tmp_path / "photos", variants=2)
     results = predict(sample_run, [photos / "astronaut_original.png"], tmp_path / "out")

@@ -215,6 +215,9 @@ def predict(run_dir: str | Path, images: list[str | Path], out_dir: str | Path,
         log("antimask predict: mode rows (the lower band below the split row is redrawn)")
     if verifier is not None:
         log(f"antimask predict: every face is checked by the face head of {segmenter_ckpt}")
+    elif opts.verify_faces:
+        log("antimask predict: faces are not checked (predict.verify_faces needs a segmenter with a face head: "
+            "the run's own or predict.segmenter=RUN_DIR)")
     alpha = paste_alpha(size, split_row, getattr(model, "seam_width", 0), feather)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -172,13 +172,19 @@ _NOT_RESULTS = ("trainer.ckpt_path", "trainer.devices", "trainer.num_nodes", "tr
                 "data.pin_memory", "data.persistent_workers", "data.device_resident",
                 "data.device_memory_fraction", "prepare.workers", "augment.workers", "wandb", "run.name",
                 "run.reuse", "run.dir", "eval", "backbone.workers", "trainer.cudnn_benchmark", "trainer.channels_last",
-                "trainer.compile", "trainer.compile_mode",
+                "trainer.compile", "trainer.compile_mode", "predict", "masks.face_threshold",
                 *(f"stages.{stage}.fused_adam" for stage in (*STAGES, SEGMENTER)))
+# ... of which these counted until 2026-11-30 (only predict reads them): stages finished before carry hashes over them
+_RESULTS_BEFORE = ("predict", "masks.face_threshold")
 
 
-def results_hash(cfg: DictConfig) -> str:
+def results_hash(cfg: DictConfig, before: bool = False) -> str:
+    """The hash of the keys that change what a stage learns; ``before``: as stages finished before 2026-11-30
+    computed it (the predict-time keys of _RESULTS_BEFORE counted then)."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     for key in _NOT_RESULTS:
+        if before and key in _RESULTS_BEFORE:
+            continue
         *parents, leaf = key.split(".")
         holder = plain
         for part in parents:
@@ -188,12 +194,13 @@ def results_hash(cfg: DictConfig) -> str:
 
 
 def _trained_before_new_keys(cfg: DictConfig, folder: Path, trained_hash: str) -> bool:
-    """A stage finished before keys were added to the schema has a hash over fewer keys. It still counts
-    as trained with ``cfg`` when the run's saved config is the one it was trained with (same hash), ``cfg``
-    agrees with it on every key it has, and leaves each key it lacks at the schema's default."""
+    """A stage finished before keys were added to the schema has a hash over fewer keys (or, before
+    2026-11-30, over the predict-time keys too). It still counts as trained with ``cfg`` when the run's saved
+    config is the one it was trained with (same hash, either way), ``cfg`` agrees with it on every
+    results key it has, and leaves each key it lacks at the schema's default."""
     path = folder / "config.yaml"
     saved = OmegaConf.load(path) if path.is_file() else None
-    if saved is None or results_hash(saved) != trained_hash:
+    if saved is None or trained_hash not in (results_hash(saved), results_hash(saved, before=True)):
         return False
 
     def restrict(mine: dict, theirs: dict, default: dict) -> Optional[dict]:
@@ -213,7 +220,7 @@ def _trained_before_new_keys(cfg: DictConfig, folder: Path, trained_hash: str) -
 
     kept = restrict(OmegaConf.to_container(cfg, resolve=True), OmegaConf.to_container(saved, resolve=True),
                     OmegaConf.to_container(schema(), resolve=True))
-    return kept is not None and results_hash(OmegaConf.create(kept)) == trained_hash
+    return kept is not None and results_hash(OmegaConf.create(kept)) == results_hash(saved)
 
 
 def finished_stage(cfg: DictConfig, stage: str) -> Optional[dict]:

@@ -88,3 +88,66 @@ def test_a_crop_with_too_little_skin_is_rejected_and_the_key_decides():
     noise = rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)
     with pytest.raises(finder.Rejected, match="no face found"):
         finder.find_faces(noise, opts, 64, 27)
+
+
+def test_tight_crop_boxes_are_the_photo_then_its_top_and_middle_squares_within_the_aspect_limits():
+    def boxes(h, w, max_aspect=1.6, squares=2.0):
+        return [d.box for d in finder.tight_crop_box(np.zeros((h, w, 3), np.uint8), max_aspect, squares)]
+
+    assert boxes(100, 100) == [(0, 0, 100, 100)]  # square: nothing else to offer
+    assert boxes(150, 100) == [(0, 0, 100, 150), (0, 0, 100, 100), (0, 25, 100, 125)]
+    assert boxes(180, 100) == [(0, 0, 100, 100), (0, 40, 100, 140)]  # too tall for the whole photo
+    assert boxes(100, 150) == [(0, 0, 150, 100), (0, 0, 100, 100), (25, 0, 125, 100)]  # wide: left, middle
+    assert boxes(250, 100) == []  # beyond both limits
+    assert boxes(150, 100, squares=0.0) == [(0, 0, 100, 150)]  # the key off: the old single box
+    with pytest.raises(ConfigError, match="predict.crop_squares_max_aspect"):
+        load_config(None, ["predict.crop_squares_max_aspect=0.5"])
+    cfg = load_config()
+    assert (cfg.prepare.crop_squares_max_aspect, cfg.predict.crop_squares_max_aspect) == (0.0, 2.0)
+
+
+def test_a_tall_face_crop_is_found_through_its_top_square_where_hog_finds_the_face():
+    image = portraits()["astronaut"]
+    hog = load_config(None, ["predict.detectors=[hog]"]).predict
+    truth = finder.find_faces(image, hog, 64, 27).faces[0]
+    x0, y0, x1, y1 = truth.box
+    pad = (x1 - x0) // 10
+    face = cv2.resize(np.ascontiguousarray(image[y0 - pad:y1 + pad, x0 - pad:x1 + pad]), (200, 200))
+    scale = 200 / (x1 - x0 + 2 * pad)
+    eyes_truth = (truth.landmarks[36:48] - [x0 - pad, y0 - pad]) * scale  # HOG's eyes in the crop's pixels
+    # a portrait crop 1.8x as tall as wide, as masked_real's: the tight face square on top, a dark coat below
+    tall = np.concatenate([face, np.full((160, 200, 3), 30, np.uint8)], axis=0)
+    old = load_config(None, ["predict.detectors=[crop]", "predict.crop_squares_max_aspect=0"]).predict
+    with pytest.raises(finder.Rejected, match="no face found"):
+        finder.find_faces(tall, old, 64, 27)
+    opts = load_config(None, ["predict.detectors=[crop]"]).predict
+    found = finder.find_faces(tall, opts, 64, 27)
+    assert len(found.faces) == 1 and found.faces[0].detector == "crop"
+    assert found.faces[0].box == (0, 0, 200, 200)  # the top square, the first box that fits
+    assert np.abs(found.faces[0].landmarks[36:48] - eyes_truth).max() < 5  # px of 200: on the eyes
+
+
+def test_a_found_face_inside_the_tight_crops_face_is_a_part_of_it_and_is_replaced(monkeypatch):
+    image = portraits()["astronaut"]
+    truth = finder.find_faces(image, load_config(None, ["predict.detectors=[hog]"]).predict, 64, 27).faces[0]
+    x0, y0, x1, y1 = truth.box
+    pad = (x1 - x0) // 10
+    face = cv2.resize(np.ascontiguousarray(image[y0 - pad:y1 + pad, x0 - pad:x1 + pad]), (200, 200))
+    cx, cy = (truth.landmarks[36:42].mean(0) - [x0 - pad, y0 - pad]) * 200 / (x1 - x0 + 2 * pad)
+    opts = load_config(None, ["predict.detectors=[hog,crop]"]).predict
+    # what a low-threshold HOG box on an eye gives: the shape predictor draws a small "face" around the eye
+    eye_box = (int(cx - 25), int(cy - 25), int(cx + 25), int(cy + 25))
+    part = finder.verify_face(face, finder.Detection(eye_box, 0.0, 1.0), "hog", 64, 27, opts, "predict", "x")
+    replaced = finder._replace_parts(face, [part], 64, 27, opts, "predict", "x", None)
+    assert [f.detector for f in replaced] == ["crop"]
+    assert np.abs(replaced[0].landmarks[36:42].mean(0) - [cx, cy]).max() < 5  # the whole face, on its eye
+    # a face that is not inside the crop's face stays, and the crop's face is then not added
+    far = finder.verify_face(face, finder.Detection((0, 0, 200, 200), 0.0, 1.0), "hog", 64, 27, opts, "predict", "x")
+    assert finder._replace_parts(face, [far], 64, 27, opts, "predict", "x", None) == [far]
+    # find_faces asks after the detectors' faces, and only with the key on
+    calls = []
+    monkeypatch.setattr(finder, "_replace_parts", lambda image, faces, *a: calls.append(len(faces)) or faces)
+    assert [f.detector for f in finder.find_faces(face, opts, 64, 27).faces] == ["hog"] and calls == [1]
+    off = load_config(None, ["predict.detectors=[hog,crop]", "predict.crop_replaces_parts=false"]).predict
+    assert [f.detector for f in finder.find_faces(face, off, 64, 27).faces] == ["hog"] and calls == [1]
+    assert (load_config().prepare.crop_replaces_parts, load_config().predict.crop_replaces_parts) == (False, True)

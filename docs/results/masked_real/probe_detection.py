@@ -1,7 +1,7 @@
 """Predict's face finder on the first N photos of masked_real: the share with a face, the detectors that
 found them, and a contact sheet of every accepted aligned face (to judge by eye which are not faces).
 
-python docs/results/masked_real/probe_detection.py [N] [--out runs/masked_real_probe] [--segmenter RUN_DIR]
+python docs/results/masked_real/probe_detection.py [N] [--skip K] [--out runs/masked_real_probe] [--segmenter RUN_DIR]
 
 The contact sheet holds crops of real people: it stays under runs/, out of the repository.
 
@@ -28,6 +28,7 @@ from antimask.faces.photos import Rejected, find_images, load_rgb
 
 parser = argparse.ArgumentParser()
 parser.add_argument("n", type=int, nargs="?", default=100)
+parser.add_argument("--skip", type=int, default=0, help="start after the first K photos (a fresh sample)")
 parser.add_argument("--data", default="../shared/data/masked_real")
 parser.add_argument("--out", default="runs/masked_real_probe")
 parser.add_argument("--segmenter", default=None, help="a run folder with a trained segmenter (its face head)")
@@ -54,7 +55,7 @@ if args.segmenter:
         verifier = face_verifier(segmenter, float(threshold))
 pairs = []
 split_row = split_row_for(size)
-photos = find_images([Path(args.data)])[: args.n]
+photos = find_images([Path(args.data)])[args.skip: args.skip + args.n]
 found, detectors, tiles, rows = 0, Counter(), [], []
 started = time.perf_counter()
 for path in photos:

@@ -74,15 +74,21 @@ def _detection(rect, score: float, scale: float, p: int, shape: tuple[int, ...])
     return Detection(box, float(score), area)
 
 
-def tight_crop_box(image: np.ndarray, max_aspect: float) -> list[Detection]:
-    """The whole photo as the face box, for tight face crops that dlib's detectors miss.
+def tight_crop_box(image: np.ndarray, max_aspect: float, squares_max_aspect: float = 0.0) -> list[Detection]:
+    """The whole photo as the face box, for tight face crops that dlib's detectors miss; then, for photos up
+    to ``squares_max_aspect`` (0 = never), its top and middle squares (left and middle for wide photos):
+    a tall crop cut at the brow, with the mask and chin below, misleads a fit in the whole photo.
 
-    Only for roughly square photos; the landmark fit decides afterwards whether it was a face.
+    Only for roughly square photos; the landmark fit decides afterwards which, if any, was a face.
     """
     h, w = image.shape[:2]
-    if max(h, w) / max(1, min(h, w)) > max_aspect:
-        return []
-    return [Detection((0, 0, w, h), 0.0, float(w * h))]
+    aspect = max(h, w) / max(1, min(h, w))
+    boxes = [(0, 0, w, h)] if aspect <= max_aspect else []
+    if squares_max_aspect and 1 < aspect <= squares_max_aspect:
+        side, extra = min(h, w), abs(h - w)
+        for start in (0, extra // 2):
+            boxes.append((0, start, w, start + side) if h > w else (start, 0, start + side, h))
+    return [Detection(box, 0.0, float((box[2] - box[0]) * (box[3] - box[1]))) for box in boxes]
 
 
 def run_detector(image: np.ndarray, name: str, opts: Mapping[str, Any]) -> list[Detection]:
@@ -103,7 +109,7 @@ def run_detector(image: np.ndarray, name: str, opts: Mapping[str, Any]) -> list[
         img, s, p = _rescaled(image, 0, max_side, opts["pad"])
         return [_detection(d.rect, d.confidence, s, p, image.shape) for d in dlib_models.cnn_detector()(img, int(upsample))]
     if name == "crop":
-        return tight_crop_box(image, opts["crop_max_aspect"])
+        return tight_crop_box(image, opts["crop_max_aspect"], opts["crop_squares_max_aspect"])
     raise ValueError(f"unknown detector '{name}'; one of {', '.join(DETECTORS)}")
 
 
@@ -189,6 +195,37 @@ def verify_face(image: np.ndarray, found: Detection, detector: str, size: int, s
                 residual, yaw)
 
 
+def _inside(small: Box, large: Box) -> float:
+    """The share of ``small``'s area that lies inside ``large``."""
+    ix = max(0, min(small[2], large[2]) - max(small[0], large[0]))
+    iy = max(0, min(small[3], large[3]) - max(small[1], large[1]))
+    area = (small[2] - small[0]) * (small[3] - small[1])
+    return ix * iy / area if area > 0 else 0.0
+
+
+def _replace_parts(image: np.ndarray, faces: list[Face], size: int, split_row: int, opts: Mapping[str, Any],
+                   section: str, tried: str, verifier: Optional[Verifier]) -> list[Face]:
+    """The faces, with any that is a part of the tight-crop box's face (its landmarks' box mostly inside that
+    face's and under half its side) replaced by that face, once."""
+    whole = None
+    for det in run_detector(image, "crop", opts):
+        try:
+            whole = verify_face(image, det, "crop", size, split_row, opts, section, tried, verifier)
+            break
+        except Rejected:
+            continue
+    if whole is None:
+        return faces
+    outer = _box_from_landmarks(whole.landmarks, image.shape)
+    kept = []
+    for face in faces:
+        inner = _box_from_landmarks(face.landmarks, image.shape)
+        if _inside(inner, outer) > 0.6 and (inner[2] - inner[0]) < 0.5 * (outer[2] - outer[0]):
+            continue
+        kept.append(face)
+    return kept if len(kept) == len(faces) else [*kept, whole]
+
+
 def find_faces(image: np.ndarray, opts: Mapping[str, Any], size: int, split_row: int, *,
                detectors: Optional[Sequence[str]] = None, keep: str = "all", section: str = "predict",
                verifier: Optional[Verifier] = None) -> Found:
@@ -234,6 +271,10 @@ def find_faces(image: np.ndarray, opts: Mapping[str, Any], size: int, split_row:
                                              verifier))
                 except Rejected:
                     continue
+                if name == "crop":  # its boxes are guesses at one face: the first that fits is it
+                    break
+    if faces and opts["crop_replaces_parts"] and "crop" in order and all(f.detector != "crop" for f in faces):
+        faces = _replace_parts(image, faces, size, split_row, opts, section, before_crop, verifier)
     if not faces:
         raise Rejected(f"no face found ({tried})")
     faces.sort(key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
