@@ -249,13 +249,15 @@ def reuse_stage(cfg: DictConfig, stage: str, source: Path) -> dict:
         raise ValueError(f"unknown stage '{stage}'; one of {', '.join((*STAGES, SEGMENTER))}")
     folder = run_dir(cfg)
     theirs = run_config(source)
-    for key in _REUSE_MUST_MATCH:
+    # the segmenter learns masks drawn on faces, not the store's people or the backbone: any store of the face size
+    for key in ("data.image_size",) if stage == SEGMENTER else _REUSE_MUST_MATCH:
         a, b = OmegaConf.select(cfg, key), OmegaConf.select(theirs, key)
         if key == "data.store":
             a, b = Path(a).resolve(), Path(b).resolve()
         if a != b:
             raise ManifestError(f"run.reuse.{stage}={source}: that run has {key}={b}, this run {a}; "
-                                "a stage can only be reused on the same store, face size and backbone")
+                                "a stage can only be reused on the same store, face size and backbone (the "
+                                "segmenter: the same face size)")
     best = stage_checkpoint(source, stage)
     entry = dict(read_manifest(source)["stages"][stage])
     target = stage_dir(cfg, stage)

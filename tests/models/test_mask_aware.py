@@ -222,3 +222,17 @@ def test_train_all_of_a_mask_aware_run_trains_its_segmenter_too_and_skips_it_the
     assert entry["reused_from"] == str(tmp_path) and (second / entry["best_checkpoint"]).exists()
     assert (second / entry["best_checkpoint"]).read_bytes() == (tmp_path / manifest["stages"]["segmenter"]
                                                                ["best_checkpoint"]).read_bytes()
+    # the segmenter (masks drawn on faces) can come from a run on another store of the same face size; a stage cannot
+    from omegaconf import OmegaConf
+
+    from antimask.runs import ManifestError, reuse_stage
+
+    elsewhere = load_config(REPO / "experiments" / "mask_aware.yaml", [
+        f"data.store={tmp_path / 'another-store'}", f"run.dir={tmp_path / 'other'}", "model.decoder_channels=32"])
+    entry = reuse_stage(elsewhere, "segmenter", tmp_path)["stages"]["segmenter"]
+    assert entry["reused_from"] == str(tmp_path) and (tmp_path / "other" / entry["best_checkpoint"]).exists()
+    with pytest.raises(ManifestError, match="data.store"):
+        reuse_stage(elsewhere, "encoder", tmp_path)
+    with pytest.raises(ManifestError, match="data.image_size"):
+        size = int(elsewhere.data.image_size)
+        reuse_stage(OmegaConf.merge(elsewhere, {"data": {"image_size": size // 2}}), "segmenter", tmp_path)

@@ -33,3 +33,19 @@ P=docs/results/masked_real/probe_detection.py
 .venv/bin/python $P 100 --data "$DATA/masked_real" --segmenter $SHORT --no-verify --out runs/s3/probe_old
 .venv/bin/python $P 100 --data "$DATA/masked_real" --segmenter $RUN --no-verify --out runs/s3/probe_new
 for t in 0.1 0.3; do .venv/bin/python $P 100 --data "$DATA/masked_real" --segmenter $RUN --threshold $t --out runs/s3/probe_t$t; done
+
+# --- fourth session of 2026-11-30 ---
+# the 2-epoch mask decoder with the FaceRes identity loss (issue 20's), the full run's encoder and segmenter reused
+$A train-all --no-eval "${D[@]}" run.reuse.encoder=$RUN run.reuse.segmenter=$RUN stages.encoder.max_epochs=3 \
+  stages.segmenter.max_epochs=6 stages.mask_decoder.max_epochs=2 model.identity_weight=10 model.identity_net=faceres \
+  run.dir=runs/s4/mask_aware_id2
+# chosen on the validation splits (rule fixed before: lowest mean paired dlib identity difference to the masked face
+# over UTKFace val and AFDB val, among those better than the masked face on region L1 and SSIM on both)
+V=(--with full8=$RUN --with dec2=runs/s3/h_short_dec_full_enc)
+$A evaluate runs/s4/mask_aware_id2 --masked --split val --name utk_val "${V[@]}"
+$A evaluate runs/s4/mask_aware_id2 --masked --split val --name afdb_val data.store=runs/afdb-store "${V[@]}"
+# the finder on three samples of 100 masked_real photos (docs/results/masked_real/detection_by_eye.json)
+for k in 0 100 200; do
+  .venv/bin/python $P 100 --skip $k --data "$DATA/masked_real" --segmenter $RUN --threshold 0.3 --out runs/s4/probe_$k
+  .venv/bin/python $P 100 --skip $k --data "$DATA/masked_real" --segmenter $RUN --no-verify --out runs/s4/probe_${k}_off
+done
