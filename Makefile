@@ -45,7 +45,8 @@ train-all: $(STAMP)
 ablations: $(STAMP)
 	$(BIN)/antimask ablations $(ARGS)
 
-# experiments/improved.yaml beside the paper model, and each of its changes on its own (runs/improvements/)
+# the fixed-row improved model (experiments/improved_rows.yaml) beside the paper model, and each of its changes on
+# its own (runs/improvements/)
 improvements: $(STAMP)
 	$(BIN)/antimask ablations --improved $(ARGS)
 

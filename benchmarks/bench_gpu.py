@@ -32,7 +32,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "experiments" / "paper.yaml"
 # (row name, stage, overrides of experiments/paper.yaml): the paper's three stages, the improved model's U-Net
-# mask decoder (experiments/improved.yaml) and its timm encoder
+# mask decoder (experiments/improved_rows.yaml) and its timm encoder
 STAGE_RUNS = [
     ("face_decoder", "face_decoder", []),
     ("mask_decoder", "mask_decoder", []),

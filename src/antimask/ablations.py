@@ -40,7 +40,8 @@ def run_ablations(config_file: Optional[str | Path] = None, overrides: Optional[
     return table
 
 
-# Each change of experiments/improved.yaml on its own, one file each: added to the paper's model
+# Each change of the fixed-row improved model (experiments/improved_rows.yaml; the run the tables call "improved")
+# on its own, one file each: added to the paper's model
 # ("paper+<change>", based on default.yaml) or taken out of the improved model ("improved-<change>").
 # A file's top-level ``reuse_from: {stage: paper | improved}`` names the sibling run each untouched stage
 # is reused from (run.reuse), so only what the change touches is trained.
@@ -67,8 +68,8 @@ def improvement_reuse(name: str) -> dict[str, str]:
 
 def run_improvements(overrides: Optional[list[str]] = None, root: str | Path = "runs/improvements",
                      names: Optional[list[str]] = None) -> Path:
-    """`antimask ablations --improved`: the paper run, the improved run (its face decoder is the paper
-    run's, reused) and every change in ``experiments/improvements/``, evaluated together on the improved
+    """`antimask ablations --improved`: the paper run, the fixed-row improved run (improved_rows.yaml; its face
+    decoder is the paper run's, reused) and every change in ``experiments/improvements/``, evaluated together on the improved
     run's test split; returns the combined table. A change whose network files are missing (e.g. FaceRes before
     ``make face-networks``) is skipped with the reason; the others go on."""
     root = Path(root)
@@ -78,7 +79,7 @@ def run_improvements(overrides: Optional[list[str]] = None, root: str | Path = "
     train_all(paper, evaluate=False)
 
     improved_dir = root / "improved"
-    improved = load_config(EXPERIMENTS / "improved.yaml", [f"run.dir={improved_dir}", *overrides,
+    improved = load_config(EXPERIMENTS / "improved_rows.yaml", [f"run.dir={improved_dir}", *overrides,
                                                             f"run.reuse.face_decoder={paper_dir}"])
     train_all(improved, evaluate=False)
     sources = {"paper": paper_dir, "improved": improved_dir}

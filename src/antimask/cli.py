@@ -86,7 +86,7 @@ def cmd_ablations(args) -> int:
 
     if args.improved:
         if args.config is not None:
-            raise SystemExit("antimask ablations --improved uses experiments/default.yaml and improved.yaml; "
+            raise SystemExit("antimask ablations --improved uses experiments/default.yaml and improved_rows.yaml; "
                              "give changes as key=value overrides instead of --config")
         run_improvements(args.overrides, root=args.root or "runs/improvements")
     else:
@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ablations", help="train the paper's ablations beside the main run, one combined table")
     p.add_argument("--root", default=None, type=Path, help="runs/ablations (runs/improvements with --improved)")
     p.add_argument("--improved", action="store_true",
-                   help="instead: each change of experiments/improved.yaml on its own, beside the paper model")
+                   help="instead: each change of the fixed-row improved model "
+                        "(experiments/improved_rows.yaml) on its own, beside the paper model")
     _add_config_args(p)
     p.set_defaults(func=cmd_ablations)
 

@@ -1,4 +1,4 @@
-"""The improved model's parts (experiments/improved.yaml): U-Net decoder, seam colour, landmark warp,
+"""The improved model's parts (experiments/improved_rows.yaml, which experiments/improved.yaml builds on): U-Net decoder, seam colour, landmark warp,
 extra losses, cosine schedule and the adversarial game; each switch off leaves the paper's model."""
 
 from __future__ import annotations

@@ -157,11 +157,22 @@ def test_config_errors_name_the_key():
 
 
 def test_the_experiment_changes_only_the_switch_and_its_run_folder():
-    improved = load_config(REPO / "experiments" / "improved.yaml")
+    rows = load_config(REPO / "experiments" / "improved_rows.yaml")
     mask_aware = load_config(REPO / "experiments" / "mask_aware.yaml")
-    assert mask_aware.model.mask_aware and not improved.model.mask_aware
-    mask_aware.model.mask_aware, mask_aware.run.dir = False, improved.run.dir
-    assert mask_aware == improved
+    assert mask_aware.model.mask_aware and not rows.model.mask_aware
+    mask_aware.model.mask_aware, mask_aware.run.dir = False, rows.run.dir
+    assert mask_aware == rows
+
+
+def test_improved_is_the_fixed_row_model_made_mask_aware_with_the_chosen_budget_and_identity_loss():
+    rows = load_config(REPO / "experiments" / "improved_rows.yaml")
+    improved = load_config(REPO / "experiments" / "improved.yaml")
+    assert improved.model.mask_aware and improved.model.identity_net == "faceres"
+    assert improved.model.identity_weight == 10.0 and improved.stages.mask_decoder.max_epochs == 2
+    assert (improved.run.dir, rows.run.dir) == ("runs/improved", "runs/improved_rows")
+    improved.model.mask_aware, improved.model.identity_weight, improved.model.identity_net = False, 0.0, None
+    improved.stages.mask_decoder.max_epochs, improved.run.dir = rows.stages.mask_decoder.max_epochs, rows.run.dir
+    assert improved == rows
 
 
 # ------------------------------------------------------------------------------------------------ on real faces

@@ -2,13 +2,13 @@
 # Issue 20: the improved mask decoder fine-tuned from its last.ckpt (which held epoch 6, step 903, though the run
 # had finished epoch 7: see the note of 2026-11-30) with and without the FaceRes identity loss. Both arms were
 # stopped during epoch 8 for CPU time; record_and_evaluate.sh records their epoch-7 checkpoints and evaluates.
-# Needs runs/i20/utk/improved: antimask train-all --no-eval --config experiments/improved.yaml (data as in D) run.dir=runs/i20/utk/improved
+# Needs runs/i20/utk/improved: antimask train-all --no-eval --config experiments/improved_rows.yaml (data as in D) run.dir=runs/i20/utk/improved
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 export NO_ALBUMENTATIONS_UPDATE=1 WANDB_MODE=offline
 D=("data.sources=[${ANTIMASK_DATA:-../shared/data}/utkface]" data.image_size=112 prepare.max_photos=1000 data.store=runs/utk1k-store)
 BASE=runs/i20/utk/improved
-COMMON=(--config experiments/improved.yaml "${D[@]}" stages.mask_decoder.max_epochs=9)
+COMMON=(--config experiments/improved_rows.yaml "${D[@]}" stages.mask_decoder.max_epochs=9)
 ID=(model.identity_weight=10 model.identity_net=faceres)
 for arm in plain identity; do
   extra=(); [ "$arm" = identity ] && extra=("${ID[@]}")

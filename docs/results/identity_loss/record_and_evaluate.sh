@@ -8,7 +8,7 @@ export NO_ALBUMENTATIONS_UPDATE=1 WANDB_MODE=offline
 A=".venv/bin/python -m antimask"
 D=("data.sources=[${ANTIMASK_DATA:-../shared/data}/utkface]" data.image_size=112 prepare.max_photos=1000 data.store=runs/utk1k-store)
 BASE=runs/i20/utk/improved
-COMMON=(--config experiments/improved.yaml "${D[@]}" stages.encoder.max_epochs=3 stages.mask_decoder.max_epochs=8)
+COMMON=(--config experiments/improved_rows.yaml "${D[@]}" stages.encoder.max_epochs=3 stages.mask_decoder.max_epochs=8)
 ID=(model.identity_weight=10 model.identity_net=faceres)
 T() { /usr/bin/time -f "[$1] %e s, peak RSS %M KB" "${@:2}"; }
 $A train mask_decoder "${COMMON[@]}" "${ID[@]}" run.dir=runs/i20/utk/ft-identity trainer.ckpt_path=runs/i20/utk/ft-identity/mask_decoder/checkpoints/last.ckpt

@@ -49,3 +49,22 @@ for k in 0 100 200; do
   .venv/bin/python $P 100 --skip $k --data "$DATA/masked_real" --segmenter $RUN --threshold 0.3 --out runs/s4/probe_$k
   .venv/bin/python $P 100 --skip $k --data "$DATA/masked_real" --segmenter $RUN --no-verify --out runs/s4/probe_${k}_off
 done
+# the test splits once, for the chosen candidate (UTKFace-trained), beside the others
+T=(--with full8=$RUN --with dec2=runs/s3/h_short_dec_full_enc --with improved_rows=runs/i20/utk/improved)
+$A evaluate runs/s4/mask_aware_id2 --masked --name afdb_test data.store=runs/afdb-store "${T[@]}"
+$A evaluate runs/s4/mask_aware_id2 --masked --name utk_test "${T[@]}"
+# the chosen configuration trained on AFDB's own train split (a copy of the AFDB store gets its morphs), the same
+# without the identity loss, and the fixed-row improved model on that store; then AFDB's test split
+cp -r runs/afdb-store runs/afdb-store-m
+AF=(--config experiments/mask_aware.yaml "data.sources=[$DATA/afdb_east_asian]" data.image_size=112
+    data.store=runs/afdb-store-m stages.encoder.max_epochs=3)
+R=runs/s4/afdb_mask_aware_id2
+$A train-all --no-eval "${AF[@]}" run.reuse.segmenter=$RUN stages.face_decoder.max_epochs=1 \
+  stages.mask_decoder.max_epochs=2 model.identity_weight=10 model.identity_net=faceres run.dir=$R
+$A train-all --no-eval "${AF[@]}" run.reuse.face_decoder=$R run.reuse.encoder=$R run.reuse.segmenter=$RUN \
+  stages.face_decoder.max_epochs=1 stages.mask_decoder.max_epochs=2 run.dir=runs/s4/afdb_mask_aware_dec2
+$A train-all --no-eval --config experiments/improved_rows.yaml "${AF[@]:2}" run.reuse.face_decoder=$R \
+  run.dir=runs/s4/afdb_improved_rows
+$A evaluate $R --masked --name afdb_in_domain2 --with dec2=runs/s4/afdb_mask_aware_dec2 \
+  --with improved_rows=runs/s4/afdb_improved_rows --with utk_trained=runs/s4/mask_aware_id2
+.venv/bin/python docs/results/masked_faces/paired.py $R/reports/masked_test-afdb_in_domain2 anti_mask improved_rows
