@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from antimask.backbones import backbone_from_config, cached_features, to_training_device
+from antimask.backbones.registry import create_backbone
 from antimask.config import SEGMENTER, STAGES
 from antimask.data.augment import augment_store
 from antimask.data.prepare import prepare_store, sample_sources
@@ -77,6 +78,10 @@ def train_all(cfg: DictConfig, evaluate: bool = True) -> dict:
     last checkpoint. Returns the manifest.
     """
     folder = run_dir(cfg)
+    mask_decoder = read_manifest(folder).get("stages", {}).get("mask_decoder", {})
+    if (cfg.model.identity_weight > 0 and cfg.model.identity_net and "mask_decoder" not in cfg.run.reuse
+            and mask_decoder.get("status") != "done"):
+        create_backbone(str(cfg.model.identity_net))  # its weights must be here now, not after the face decoder
     for stage in STAGES:
         entry = read_manifest(folder).get("stages", {}).get(stage, {})
         if stage in cfg.run.reuse and not entry.get("reused_from"):

@@ -247,3 +247,17 @@ def test_train_all_of_a_mask_aware_run_trains_its_segmenter_too_and_skips_it_the
     with pytest.raises(ManifestError, match="data.image_size"):
         size = int(elsewhere.data.image_size)
         reuse_stage(OmegaConf.merge(elsewhere, {"data": {"image_size": size // 2}}), "segmenter", tmp_path)
+
+
+def test_train_all_of_the_improved_model_without_its_face_network_stops_before_training_anything(small_store, tmp_path,
+                                                                                                 monkeypatch):
+    from antimask.backbones import face_networks
+    from antimask.backbones.base import WeightsError
+    from antimask.pipeline import train_all
+
+    monkeypatch.setenv(face_networks.ENV, str(tmp_path / "no-networks-here"))
+    cfg = load_config(REPO / "experiments" / "improved.yaml", [
+        f"data.store={small_store}", f"run.dir={tmp_path / 'run'}", "augment.enabled=false", "trainer.accelerator=cpu"])
+    with pytest.raises(WeightsError, match="make face-networks"):
+        train_all(cfg, evaluate=False)
+    assert not (tmp_path / "run" / "face_decoder").exists()
