@@ -68,3 +68,7 @@ $A train-all --no-eval --config experiments/improved_rows.yaml "${AF[@]:2}" run.
 $A evaluate $R --masked --name afdb_in_domain2 --with dec2=runs/s4/afdb_mask_aware_dec2 \
   --with improved_rows=runs/s4/afdb_improved_rows --with utk_trained=runs/s4/mask_aware_id2
 .venv/bin/python docs/results/masked_faces/paired.py $R/reports/masked_test-afdb_in_domain2 anti_mask improved_rows
+# the improved model's train-all as a user runs it, every stage and the segmenter trained (27 min 5 s wall alone)
+/usr/bin/time -v $A train-all --no-eval --config experiments/improved.yaml "data.sources=[$DATA/utkface]" \
+  data.image_size=112 prepare.max_photos=1000 data.store=runs/utk1k-store stages.encoder.max_epochs=3 \
+  stages.segmenter.max_epochs=6 run.dir=runs/s4/utk_improved_full
