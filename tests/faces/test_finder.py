@@ -106,15 +106,19 @@ def test_tight_crop_boxes_are_the_photo_then_its_top_and_middle_squares_within_t
     assert (cfg.prepare.crop_squares_max_aspect, cfg.predict.crop_squares_max_aspect) == (0.0, 2.0)
 
 
-def test_a_tall_face_crop_is_found_through_its_top_square_where_hog_finds_the_face():
+def _tight_face_crop() -> tuple[np.ndarray, np.ndarray]:
+    """(a 200 x 200 tight crop of the astronaut's face, HOG's 68 landmarks in its pixels)."""
     image = portraits()["astronaut"]
-    hog = load_config(None, ["predict.detectors=[hog]"]).predict
-    truth = finder.find_faces(image, hog, 64, 27).faces[0]
+    truth = finder.find_faces(image, load_config(None, ["predict.detectors=[hog]"]).predict, 64, 27).faces[0]
     x0, y0, x1, y1 = truth.box
     pad = (x1 - x0) // 10
     face = cv2.resize(np.ascontiguousarray(image[y0 - pad:y1 + pad, x0 - pad:x1 + pad]), (200, 200))
-    scale = 200 / (x1 - x0 + 2 * pad)
-    eyes_truth = (truth.landmarks[36:48] - [x0 - pad, y0 - pad]) * scale  # HOG's eyes in the crop's pixels
+    return face, (truth.landmarks - [x0 - pad, y0 - pad]) * 200 / (x1 - x0 + 2 * pad)
+
+
+def test_a_tall_face_crop_is_found_through_its_top_square_where_hog_finds_the_face():
+    face, truth = _tight_face_crop()
+    eyes_truth = truth[36:48]  # HOG's eyes in the crop's pixels
     # a portrait crop 1.8x as tall as wide, as masked_real's: the tight face square on top, a dark coat below
     tall = np.concatenate([face, np.full((160, 200, 3), 30, np.uint8)], axis=0)
     old = load_config(None, ["predict.detectors=[crop]", "predict.crop_squares_max_aspect=0"]).predict
@@ -128,12 +132,8 @@ def test_a_tall_face_crop_is_found_through_its_top_square_where_hog_finds_the_fa
 
 
 def test_a_found_face_inside_the_tight_crops_face_is_a_part_of_it_and_is_replaced(monkeypatch):
-    image = portraits()["astronaut"]
-    truth = finder.find_faces(image, load_config(None, ["predict.detectors=[hog]"]).predict, 64, 27).faces[0]
-    x0, y0, x1, y1 = truth.box
-    pad = (x1 - x0) // 10
-    face = cv2.resize(np.ascontiguousarray(image[y0 - pad:y1 + pad, x0 - pad:x1 + pad]), (200, 200))
-    cx, cy = (truth.landmarks[36:42].mean(0) - [x0 - pad, y0 - pad]) * 200 / (x1 - x0 + 2 * pad)
+    face, truth = _tight_face_crop()
+    cx, cy = truth[36:42].mean(0)
     opts = load_config(None, ["predict.detectors=[hog,crop]"]).predict
     # what a low-threshold HOG box on an eye gives: the shape predictor draws a small "face" around the eye
     eye_box = (int(cx - 25), int(cy - 25), int(cx + 25), int(cy + 25))
@@ -144,6 +144,8 @@ def test_a_found_face_inside_the_tight_crops_face_is_a_part_of_it_and_is_replace
     # a face that is not inside the crop's face stays, and the crop's face is then not added
     far = finder.verify_face(face, finder.Detection((0, 0, 200, 200), 0.0, 1.0), "hog", 64, 27, opts, "predict", "x")
     assert finder._replace_parts(face, [far], 64, 27, opts, "predict", "x", None) == [far]
+    # a part beside the whole face found by another box: the part goes, and that face is not added twice
+    assert finder._replace_parts(face, [far, part], 64, 27, opts, "predict", "x", None) == [far]
     # find_faces asks after the detectors' faces, and only with the key on
     calls = []
     monkeypatch.setattr(finder, "_replace_parts", lambda image, faces, *a: calls.append(len(faces)) or faces)

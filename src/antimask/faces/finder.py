@@ -136,11 +136,17 @@ def skin_fraction(aligned: np.ndarray, split_row: int, opts: Mapping[str, Any]) 
     return float(skin.mean()) if skin.size else 0.0
 
 
+def _area(box: Box) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+def _intersection(a: Box, b: Box) -> int:
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
 def _iou(a: Box, b: Box) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    inter = _intersection(a, b)
+    union = _area(a) + _area(b) - inter
     return inter / union if union > 0 else 0.0
 
 
@@ -195,18 +201,10 @@ def verify_face(image: np.ndarray, found: Detection, detector: str, size: int, s
                 residual, yaw)
 
 
-def _inside(small: Box, large: Box) -> float:
-    """The share of ``small``'s area that lies inside ``large``."""
-    ix = max(0, min(small[2], large[2]) - max(small[0], large[0]))
-    iy = max(0, min(small[3], large[3]) - max(small[1], large[1]))
-    area = (small[2] - small[0]) * (small[3] - small[1])
-    return ix * iy / area if area > 0 else 0.0
-
-
 def _replace_parts(image: np.ndarray, faces: list[Face], size: int, split_row: int, opts: Mapping[str, Any],
                    section: str, tried: str, verifier: Optional[Verifier]) -> list[Face]:
     """The faces, with any that is a part of the tight-crop box's face (its landmarks' box mostly inside that
-    face's and under half its side) replaced by that face, once."""
+    face's and under half its side) replaced by that face, once; not added when a kept face is that face."""
     whole = None
     for det in run_detector(image, "crop", opts):
         try:
@@ -220,10 +218,13 @@ def _replace_parts(image: np.ndarray, faces: list[Face], size: int, split_row: i
     kept = []
     for face in faces:
         inner = _box_from_landmarks(face.landmarks, image.shape)
-        if _inside(inner, outer) > 0.6 and (inner[2] - inner[0]) < 0.5 * (outer[2] - outer[0]):
+        if _intersection(inner, outer) > 0.6 * _area(inner) and (inner[2] - inner[0]) < 0.5 * (outer[2] - outer[0]):
             continue
         kept.append(face)
-    return kept if len(kept) == len(faces) else [*kept, whole]
+    if len(kept) == len(faces) or any(_iou(_box_from_landmarks(f.landmarks, image.shape), outer) > opts["merge_iou"]
+                                      for f in kept):
+        return kept
+    return [*kept, whole]
 
 
 def find_faces(image: np.ndarray, opts: Mapping[str, Any], size: int, split_row: int, *,
