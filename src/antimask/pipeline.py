@@ -82,7 +82,8 @@ def train_all(cfg: DictConfig, evaluate: bool = True) -> dict:
     if (cfg.model.identity_weight > 0 and cfg.model.identity_net and "mask_decoder" not in cfg.run.reuse
             and mask_decoder.get("status") != "done"):
         create_backbone(str(cfg.model.identity_net))  # its weights must be here now, not after the face decoder
-    for stage in STAGES:
+    # without its segmenter a mask-aware run can only redraw the paper's rows: it is trained (or reused) last
+    for stage in (*STAGES, SEGMENTER) if cfg.model.mask_aware else STAGES:
         entry = read_manifest(folder).get("stages", {}).get(stage, {})
         if stage in cfg.run.reuse and not entry.get("reused_from"):
             reuse_stage(cfg, stage, Path(cfg.run.reuse[stage]))
@@ -90,17 +91,12 @@ def train_all(cfg: DictConfig, evaluate: bool = True) -> dict:
         if finished_stage(cfg, stage) is not None:
             print(f"[train-all] {stage}: done before, skipped ({entry['best_checkpoint']})")
             continue
-        print(f"[train-all] {stage}: training (resumes from its last checkpoint if one exists)")
-        train_stage(OmegaConf.merge(cfg, {"trainer": {"ckpt_path": "last"}}), stage)
-    if cfg.model.mask_aware:  # without its segmenter a mask-aware run can only redraw the paper's rows
-        entry = read_manifest(folder).get("stages", {}).get(SEGMENTER, {})
-        if SEGMENTER in cfg.run.reuse and not entry.get("reused_from"):
-            reuse_stage(cfg, SEGMENTER, Path(cfg.run.reuse[SEGMENTER]))
-        elif finished_stage(cfg, SEGMENTER) is not None:
-            print(f"[train-all] {SEGMENTER}: done before, skipped")
-        else:
-            print(f"[train-all] {SEGMENTER}: training (model.mask_aware: predict finds each mask with it)")
+        if stage == SEGMENTER:
+            print(f"[train-all] {stage}: training (model.mask_aware: predict finds each mask with it)")
             train_segmenter(cfg)
+        else:
+            print(f"[train-all] {stage}: training (resumes from its last checkpoint if one exists)")
+            train_stage(OmegaConf.merge(cfg, {"trainer": {"ckpt_path": "last"}}), stage)
     manifest = read_manifest(folder)
     rank_zero = rank_zero_only.rank == 0
     if evaluate and not cfg.trainer.fast_dev_run and rank_zero:
