@@ -1,5 +1,6 @@
-"""The improved model's parts (experiments/improved_rows.yaml, which experiments/improved.yaml builds on): U-Net decoder, seam colour, landmark warp,
-extra losses, cosine schedule and the adversarial game; each switch off leaves the paper's model."""
+"""The improved model's parts (experiments/improved_rows.yaml, which experiments/improved.yaml builds on): U-Net
+decoder, seam colour, landmark warp, extra losses, cosine schedule and the adversarial game; each switch off leaves
+the paper's model."""
 
 from __future__ import annotations
 
