@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from antimask.backbones import cached_features, create_backbone
+from antimask.backbones import WeightsError, cached_features, create_backbone
 from antimask.data.store import Table, open_store, write_group
 
 BATCH = 32
@@ -34,6 +34,15 @@ def _rate(backbone, x: torch.Tensor, repeats: int) -> float:
         for _ in range(repeats):
             backbone(x)
         return repeats * len(x) / (time.perf_counter() - start)
+
+
+def _backward_rate(backbone, x: torch.Tensor, repeats: int) -> float:
+    """Faces/s through forward and backward to the faces, as an identity loss runs the network."""
+    backbone(x[:2].clone().requires_grad_(True)).sum().backward()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        backbone(x.clone().requires_grad_(True)).sum().backward()
+    return repeats * len(x) / (time.perf_counter() - start)
 
 
 def _store(folder: Path, n: int) -> object:
@@ -56,6 +65,16 @@ def run(quick: bool = False) -> list[dict]:
         rows.append({"name": f"features_per_s/{name}", "value": round(_rate(backbone, x, repeats), 2),
                      "unit": "faces/s", "note": f"CPU, batch {batch}, {threads} threads, 224x224 input"
                                                 f"{', random weights' if weights == 'random' else ''}"})
+    try:  # the identity judge and loss network, when `make face-networks` has fetched it
+        faceres = create_backbone("faceres")
+    except WeightsError as err:
+        print(f"bench_backbones: faceres skipped: {str(err).splitlines()[0]}", file=sys.stderr)
+    else:
+        note = f"CPU, batch {batch}, {threads} threads, 224x224 input (its 1.4x face box crop)"
+        rows.append({"name": "features_per_s/faceres", "value": round(_rate(faceres, x, repeats), 2),
+                     "unit": "faces/s", "note": note})
+        rows.append({"name": "identity_loss_per_s/faceres", "value": round(_backward_rate(faceres, x, repeats), 2),
+                     "unit": "faces/s", "note": note + ", forward + backward to the faces"})
 
     # A training step needs one batch of features: read them from the cache or run the backbone.
     n = 4 * batch

@@ -149,6 +149,26 @@ def test_dlib_descriptors_tell_people_apart(faces64):
 
 
 @pytest.mark.data
+def test_dlib_descriptors_spread_over_a_pool_are_bitwise_those_of_one_process_and_the_pool_is_kept(
+        faces64, monkeypatch):
+    import antimask.backbones.cache as cache
+    from antimask.backbones import DescriptorPool
+
+    monkeypatch.setattr(cache, "POOL_MIN_ROWS", 4)  # eight faces are worth spreading here
+    one = M.dlib_descriptors(faces64[:8], batch_size=3)
+    with DescriptorPool(2) as pool:
+        spread = M.dlib_descriptors(faces64[:8], batch_size=3, pool=pool)
+        executor = pool.executor()
+        again = M.dlib_descriptors(faces64[8:16], batch_size=3, pool=pool)
+        assert pool.executor() is executor  # the second pass reuses the processes of the first
+        assert len(executor._processes) == 2  # both of them did work
+    assert pool._executor is None  # closed with the block
+    np.testing.assert_array_equal(spread, one)
+    np.testing.assert_array_equal(again, M.dlib_descriptors(faces64[8:16], batch_size=3))
+    assert DescriptorPool(1).spreads(M.create_backbone("dlib"), 10**6) is False  # one process: nothing to spread
+
+
+@pytest.mark.data
 def test_predicted_landmarks_of_aligned_faces_sit_near_the_template(faces64):
     pts = M.predict_landmarks(faces64[:8])
     assert pts.shape == (8, 68, 2)

@@ -2,11 +2,14 @@
 
 from antimask.backbones.base import features_of, to_training_device, training_device
 from antimask.backbones.cache import (
+    POOL_MIN_ROWS,
+    DescriptorPool,
     FeatureCacheError,
     cached_features,
     feature_description,
     feature_key,
     features_dir,
+    features_in_memory,
     load_cached_features,
     teacher_features,
 )
@@ -21,8 +24,8 @@ from antimask.backbones.registry import (
 )
 
 __all__ = [
-    "BackboneError", "FeatureCacheError", "FrozenBackbone", "WeightsError", "backbone_from_config",
-    "cached_features", "create_backbone", "feature_description", "feature_key", "features_dir", "features_of",
+    "POOL_MIN_ROWS", "BackboneError", "DescriptorPool", "FeatureCacheError", "FrozenBackbone", "WeightsError", "backbone_from_config",
+    "cached_features", "create_backbone", "feature_description", "feature_key", "features_dir", "features_in_memory", "features_of",
     "list_backbones", "load_cached_features", "register_backbone", "teacher_features", "to_training_device",
     "training_device",
 ]

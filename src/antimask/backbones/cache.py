@@ -176,8 +176,8 @@ def _compute(store, backbone, key: str, desc: dict, batch_size: int, progress: b
     precision = "bf16" if device.type == "cuda" and backbone.bf16 else "float32"
     try:
         with tqdm(total=n, initial=done, disable=not progress, desc=f"features {backbone.name} ({device.type})",
-                  unit="face") as bar:
-            for start, stop, out in _feature_batches(store.images, done, n, batch_size, backbone, workers):
+                  unit="face") as bar, DescriptorPool(workers) as pool:
+            for start, stop, out in _feature_batches(store.images, done, n, batch_size, backbone, pool):
                 if out.shape != (stop - start, dim):
                     raise FeatureCacheError(f"backbone {backbone.name} returned {out.shape} for rows "
                                             f"{start}..{stop - 1}, expected ({stop - start}, {dim})")
@@ -209,25 +209,67 @@ def _save_progress(array: np.ndarray, progress_path: Path, desc: dict, done: int
     return done
 
 
+class DescriptorPool:
+    """Processes for a backbone outside torch (dlib): its batches spread over ``workers`` of them (0 = every
+    CPU core). Started on first use and kept until ``close`` (or the ``with`` block's end), so that an
+    evaluation's many feature passes pay the processes' start once."""
+
+    def __init__(self, workers: int = 0, min_rows: Optional[int] = None):
+        self.workers = int(workers) or os.cpu_count() or 1
+        # a caller with many passes of a few faces each sets this lower: the start is paid once for them all
+        self.min_rows = POOL_MIN_ROWS if min_rows is None else int(min_rows)
+        self._executor: Optional[ProcessPoolExecutor] = None
+
+    def spreads(self, backbone, rows: int) -> bool:
+        """Whether ``rows`` faces for ``backbone`` are worth spreading (not a torch network, >1 process, enough rows)."""
+        return not backbone.torch_network and self.workers > 1 and rows >= max(self.min_rows, 2)
+
+    def executor(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            # spawn, not fork: the caller may hold threads (Lightning's, dlib's own) or a GPU context
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+                                                 initializer=_init_worker)
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+            self._executor = None
+
+    def __enter__(self) -> "DescriptorPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def features_in_memory(backbone, faces: np.ndarray, batch_size: int = 64,
+                       pool: Optional[DescriptorPool] = None) -> np.ndarray:
+    """(N, D) float32 features of uint8 faces (N, S, S, 3) held in memory, computed as the cache computes
+    them: a torch backbone batched on its device, one outside torch spread over ``pool``'s processes
+    (in this process without a pool, or for fewer than ``POOL_MIN_ROWS`` faces)."""
+    out = [f for _, _, f in _feature_batches(faces, 0, len(faces), batch_size, backbone, pool or DescriptorPool(1))]
+    return np.concatenate(out) if out else np.zeros((0, int(backbone.feature_dim)), np.float32)
+
+
 def _feature_batches(images, start: int, stop: int, batch_size: int, backbone,
-                     workers: int) -> Iterator[tuple[int, int, np.ndarray]]:
+                     pool: DescriptorPool) -> Iterator[tuple[int, int, np.ndarray]]:
     """(first row, end row, features) of each batch of ``images[start:stop]``, in order."""
-    workers = workers or os.cpu_count() or 1
-    pooled = not backbone.torch_network and workers > 1 and stop - start >= POOL_MIN_ROWS
-    if pooled:  # small enough batches that every process gets some
-        batch_size = max(1, min(batch_size, math.ceil((stop - start) / workers)))
+    pooled = pool.spreads(backbone, stop - start)
+    if pooled:  # as many batches of about equal size as keep every process busy to the end
+        batches = math.ceil(math.ceil((stop - start) / batch_size) / pool.workers) * pool.workers
+        batch_size = max(1, math.ceil((stop - start) / batches))
     starts = range(start, stop, batch_size)
 
     def read(s: int) -> np.ndarray:
         return np.ascontiguousarray(images[s:min(s + batch_size, stop)])
 
     if pooled:
-        # spawn, not fork: the caller may hold threads (Lightning's, dlib's own) or a GPU context
-        with ProcessPoolExecutor(min(workers, len(starts)), mp_context=get_context("spawn"),
-                                 initializer=_init_worker, initargs=(backbone,)) as pool:
-            # at most two batches per process in flight: the faces travel to them, the store may not fit in memory
-            for s, out in _ahead(lambda s: pool.submit(_worker_features, read(s)), starts, 2 * workers):
-                yield s, min(s + batch_size, stop), out
+        executor = pool.executor()
+        # at most two batches per process in flight: the faces travel to them, the store may not fit in memory
+        for s, out in _ahead(lambda s: executor.submit(_worker_features, backbone, read(s)), starts,
+                             2 * pool.workers):
+            yield s, min(s + batch_size, stop), out
         return
     # torch (or one process): the next batch is read from the memory-mapped store while this one computes
     with ThreadPoolExecutor(1) as reader:
@@ -248,13 +290,9 @@ def _ahead(submit, starts: range, depth: int) -> Iterator[tuple[int, object]]:
         yield first, future.result()
 
 
-_WORKER: dict = {}
-
-
-def _init_worker(backbone) -> None:
+def _init_worker() -> None:
     torch.set_num_threads(1)  # one core per process: the pool is the parallelism
-    _WORKER["backbone"] = backbone
 
 
-def _worker_features(faces: np.ndarray) -> np.ndarray:
-    return features_of(_WORKER["backbone"], faces)
+def _worker_features(backbone, faces: np.ndarray) -> np.ndarray:
+    return features_of(backbone, faces)

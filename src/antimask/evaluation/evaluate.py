@@ -20,12 +20,14 @@ import torch
 from omegaconf import OmegaConf
 
 from antimask.backbones import (
+    POOL_MIN_ROWS,
+    DescriptorPool,
     FrozenBackbone,
     WeightsError,
     backbone_from_config,
     cached_features,
     create_backbone,
-    features_of,
+    features_in_memory,
     to_training_device,
 )
 from antimask.config import STAGES, split_row_for
@@ -53,6 +55,7 @@ from antimask.runs import read_manifest, run_config, stage_checkpoint, trained_s
 
 MODEL_STAGES = STAGES
 ANTIMASK_STAGES = ("encoder", "mask_decoder")
+RESIZE_CHUNK = 1024  # faces upsampled at a time for a feature pass
 
 
 class EvaluationError(AntimaskError, ValueError):
@@ -60,18 +63,21 @@ class EvaluationError(AntimaskError, ValueError):
 
 
 # ------------------------------------------------------------------------------------------------ inputs
-def backbone_features(backbone, faces: np.ndarray, size: int, batch_size: int) -> np.ndarray:
+def backbone_features(backbone, faces: np.ndarray, size: int, batch_size: int,
+                      pool: Optional[DescriptorPool] = None) -> np.ndarray:
     """The teacher features of faces drawn at the training size, as the cached features of the real
-    faces were made: upsampled to the stored size first (bicubic), then the backbone's own input."""
+    faces were made: upsampled to the stored size first (bicubic), then the backbone's own input, on its
+    device (a GPU where training ran) or, for dlib, spread over ``pool``'s processes."""
     import cv2
 
+    if not len(faces) or faces.shape[1] == size:
+        return features_in_memory(backbone, faces, batch_size, pool)
     out = []
-    for start in range(0, len(faces), batch_size):
-        chunk = faces[start:start + batch_size]
-        if chunk.shape[1] != size:
-            chunk = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_CUBIC) for f in chunk])
-        out.append(features_of(backbone, chunk))  # on the backbone's device, as the cached features were made
-    return np.concatenate(out) if out else np.zeros((0, int(backbone.feature_dim)), np.float32)
+    for start in range(0, len(faces), RESIZE_CHUNK):  # the upsampled copies of a whole split may not fit in memory
+        chunk = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_CUBIC)
+                          for f in faces[start:start + RESIZE_CHUNK]])
+        out.append(features_in_memory(backbone, chunk, batch_size, pool))
+    return np.concatenate(out)
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -155,10 +161,16 @@ def identity_judge(cfg) -> tuple[Optional[FrozenBackbone], Optional[str]]:
                   + "; ".join(unavailable))
 
 
+def descriptor_pool(cfg, faces: int) -> DescriptorPool:
+    """The processes an evaluation's dlib passes share (``backbone.workers``): every pass is spread when the
+    ``faces`` they describe in all are worth starting them for, none when they are few."""
+    return DescriptorPool(int(cfg.backbone.workers), min_rows=1 if faces >= POOL_MIN_ROWS else POOL_MIN_ROWS)
+
+
 def judge_distances(judge: FrozenBackbone, drawn: np.ndarray, real_judged: np.ndarray, stored_size: int,
-                    batch_size: int) -> np.ndarray:
+                    batch_size: int, pool: Optional[DescriptorPool] = None) -> np.ndarray:
     """1 - cosine between the judge's features of each drawn face and of its real face, per face."""
-    return 1.0 - cosine_similarity(backbone_features(judge, drawn, stored_size, batch_size), real_judged)
+    return 1.0 - cosine_similarity(backbone_features(judge, drawn, stored_size, batch_size, pool), real_judged)
 def _features_are_descriptors(backbone, stored_size: int) -> bool:
     """Whether the teacher's features of a drawn face are exactly its dlib identity descriptor (the dlib
     backbone at 224 without jitter, on faces upsampled to 224): then dlib runs once per face, not twice."""
@@ -169,17 +181,44 @@ def _features_are_descriptors(backbone, stored_size: int) -> bool:
 def score(drawn: np.ndarray, real: np.ndarray, split_row: int, verify_threshold: float,
           drawn_features: np.ndarray, real_features: np.ndarray, real_descriptors: np.ndarray,
           real_landmarks: np.ndarray, drawn_descriptors: Optional[np.ndarray] = None,
-          batch_size: int = 32) -> dict[str, np.ndarray]:
+          batch_size: int = 32, pool: Optional[DescriptorPool] = None) -> dict[str, np.ndarray]:
     """``face_metrics``, with the drawn faces' dlib descriptors passed in when already computed."""
     if drawn_descriptors is None:
         return face_metrics(drawn, real, split_row, verify_threshold, drawn_features, real_features,
-                            real_descriptors, real_landmarks, batch_size)
+                            real_descriptors, real_landmarks, batch_size, pool)
     out = image_metrics(drawn, real, split_row)
     out["cosine"] = cosine_similarity(drawn_features, real_features)
     out["identity_distance"] = identity_distance(drawn_descriptors, real_descriptors)
     out["verified"] = verified(out["identity_distance"], verify_threshold)
     out["landmark_error"] = landmark_error(predict_landmarks(drawn), real_landmarks)
     return out
+
+
+def _score_methods(cfg, store, backbone, drawn: dict[str, np.ndarray], real: np.ndarray, real_features: np.ndarray,
+                   split_row: int, pool: DescriptorPool):
+    """(ceiling cosine, judge, judge note, {method: {"metrics", "drawn", "features"}}) of every drawn method."""
+    e, batch = cfg.eval, int(cfg.backbone.batch_size)
+    n_batch = int(e.descriptor_batch)
+    # The cosine a perfect drawing at this size would reach: the real face itself, down- and upsampled.
+    real_resized = backbone_features(backbone, real, store.image_size, batch, pool)
+    ceiling_cos = float(np.mean(cosine_similarity(real_resized, real_features)))
+    reuse = _features_are_descriptors(backbone, store.image_size)
+    real_descriptors = real_resized if reuse else dlib_descriptors(real, n_batch, pool)
+    real_landmarks = predict_landmarks(real)
+    judge, judge_note = identity_judge(cfg)
+    judge = None if judge is None else to_training_device(judge, cfg.trainer.accelerator)
+    if judge_note:
+        print(f"[evaluate] {judge_note}")
+    real_judged = None if judge is None else backbone_features(judge, real, store.image_size, batch, pool)
+    results: dict[str, dict[str, Any]] = {}
+    for method, faces in drawn.items():
+        feats = backbone_features(backbone, faces, store.image_size, batch, pool)
+        metrics = score(faces, real, split_row, float(e.verify_threshold), feats, real_features,
+                        real_descriptors, real_landmarks, feats if reuse else None, n_batch, pool)
+        if judge is not None:
+            metrics["judge_distance"] = judge_distances(judge, faces, real_judged, store.image_size, batch, pool)
+        results[method] = {"metrics": metrics, "drawn": faces, "features": feats}
+    return ceiling_cos, judge, judge_note, results
 
 
 # -------------------------------------------------------------------------------------------------- main
@@ -277,28 +316,9 @@ def evaluate_run(run_dir: str | Path, split: Optional[str] = None, name: Optiona
                               f"({', '.join(drawn)})")
 
     # ---- score
-    n_batch = int(e.descriptor_batch)
-    # The cosine a perfect drawing at this size would reach: the real face itself, down- and upsampled.
-    real_resized = backbone_features(backbone, real, store.image_size, int(cfg.backbone.batch_size))
-    ceiling_cos = float(np.mean(cosine_similarity(real_resized, real_features)))
-    reuse = _features_are_descriptors(backbone, store.image_size)
-    real_descriptors = real_resized if reuse else dlib_descriptors(real, n_batch)
-    real_landmarks = predict_landmarks(real)
-    judge, judge_note = identity_judge(cfg)
-    judge = None if judge is None else to_training_device(judge, cfg.trainer.accelerator)
-    if judge_note:
-        print(f"[evaluate] {judge_note}")
-    real_judged = None if judge is None else backbone_features(judge, real, store.image_size,
-                                                                int(cfg.backbone.batch_size))
-    results: dict[str, dict[str, Any]] = {}
-    for method, faces in drawn.items():
-        feats = backbone_features(backbone, faces, store.image_size, int(cfg.backbone.batch_size))
-        metrics = score(faces, real, split_row, float(e.verify_threshold), feats, real_features,
-                        real_descriptors, real_landmarks, feats if reuse else None, n_batch)
-        if judge is not None:
-            metrics["judge_distance"] = judge_distances(judge, faces, real_judged, store.image_size,
-                                                        int(cfg.backbone.batch_size))
-        results[method] = {"metrics": metrics, "drawn": faces, "features": feats}
+    with descriptor_pool(cfg, len(real) * (len(drawn) + 1)) as pool:  # dlib's passes spread over the CPU cores
+        ceiling_cos, judge, judge_note, results = _score_methods(cfg, store, backbone, drawn, real, real_features,
+                                                                 split_row, pool)
 
     meta = store.meta
     context = {

@@ -28,12 +28,19 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from antimask.backbones import DescriptorPool, to_training_device
 from antimask.config import split_row_for
 from antimask.data.resized import faces_at
 from antimask.data.row_masks import mask_styles
 from antimask.data.store import open_store
 from antimask.evaluation.baselines import Inpaint
-from antimask.evaluation.evaluate import EvaluationError, backbone_features, identity_judge, judge_distances
+from antimask.evaluation.evaluate import (
+    EvaluationError,
+    backbone_features,
+    descriptor_pool,
+    identity_judge,
+    judge_distances,
+)
 from antimask.evaluation.metrics import bootstrap_ci, dlib_descriptors, identity_distance, l1, psnr, ssim
 from antimask.evaluation.report import _fresh_dir, _json_safe
 from antimask.faces.compositing import tint_region
@@ -126,6 +133,30 @@ def gap_recovered(means: dict[str, float], method: str) -> float:
     return float((nothing - means[method]) / gap) if np.isfinite(gap) and gap > 0 else float("nan")
 
 
+def _score_methods(cfg, store, drawn: dict[str, np.ndarray], real: np.ndarray, regions: np.ndarray,
+                   identities: np.ndarray, pool: DescriptorPool):
+    """({method: {score: per-face values}}, judge, judge note) of every method; the judge runs where training
+    ran (``trainer.accelerator``), dlib's descriptors over ``pool``'s processes."""
+    e, batch = cfg.eval, int(cfg.backbone.batch_size)
+    n_batch = int(e.descriptor_batch)
+    real_desc = dlib_descriptors(real, n_batch, pool)
+    judge, judge_note = identity_judge(cfg)
+    judge = None if judge is None else to_training_device(judge, cfg.trainer.accelerator)
+    real_judged = None if judge is None else backbone_features(judge, real, store.image_size, batch, pool)
+    per_face: dict[str, dict[str, np.ndarray]] = {}
+    for method, faces in drawn.items():
+        desc = real_desc if method == CEILING else dlib_descriptors(faces, n_batch, pool)
+        d = identity_distance(desc, real_desc)
+        scores = {"region_l1": region_l1(faces, real, regions), "l1": l1(faces, real), "ssim": ssim(faces, real),
+                  "psnr": psnr(faces, real), "identity_distance": d,
+                  "other_photo_distance": other_photo_distances(desc, real_desc, identities),
+                  "verified": (d < float(e.verify_threshold)).astype(np.float64)}
+        if judge is not None:
+            scores["judge_distance"] = judge_distances(judge, faces, real_judged, store.image_size, batch, pool)
+        per_face[method] = scores
+    return per_face, judge, judge_note
+
+
 def evaluate_masked(run_dir: str | Path, split: Optional[str] = None, name: Optional[str] = None,
                     extra_runs: Optional[dict[str, str | Path]] = None, cfg_overrides: Optional[list[str]] = None,
                     out_dir: Optional[str | Path] = None) -> dict[str, Any]:
@@ -181,24 +212,9 @@ def evaluate_masked(run_dir: str | Path, split: Optional[str] = None, name: Opti
         drawn[label] = complete(model, masked, redraw, batch)
     drawn[CEILING] = real
 
-    n_batch = int(e.descriptor_batch)
     identities = np.asarray(store.meta["identity"][rows])
-    real_desc = dlib_descriptors(real, n_batch)
-    judge, judge_note = identity_judge(cfg)
-    real_judged = None if judge is None else backbone_features(
-        judge, real, store.image_size, int(cfg.backbone.batch_size))
-    per_face: dict[str, dict[str, np.ndarray]] = {}
-    for method, faces in drawn.items():
-        desc = real_desc if method == CEILING else dlib_descriptors(faces, n_batch)
-        d = identity_distance(desc, real_desc)
-        scores = {"region_l1": region_l1(faces, real, regions), "l1": l1(faces, real), "ssim": ssim(faces, real),
-                  "psnr": psnr(faces, real), "identity_distance": d,
-                  "other_photo_distance": other_photo_distances(desc, real_desc, identities),
-                  "verified": (d < float(e.verify_threshold)).astype(np.float64)}
-        if judge is not None:
-            scores["judge_distance"] = judge_distances(judge, faces, real_judged, store.image_size,
-                                                       int(cfg.backbone.batch_size))
-        per_face[method] = scores
+    with descriptor_pool(cfg, len(real) * len(drawn)) as pool:  # dlib's passes spread over the CPU cores
+        per_face, judge, judge_note = _score_methods(cfg, store, drawn, real, regions, identities, pool)
 
     seed = int(cfg.run.seed)
     summary = {method: {k: dict(zip(("mean", "low", "high"), bootstrap_ci(v, int(e.bootstrap), seed,

@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from antimask.backbones import create_backbone
+from antimask.backbones import DescriptorPool, create_backbone, features_in_memory
 from antimask.faces.align import EYES, LOWER_POINTS, TEMPLATE_SIZE, template
 from antimask.faces.dlib_models import shape_predictor
 from antimask.faces.images import to_float, to_uint8
@@ -164,17 +164,17 @@ def _template_rect(size: int = TEMPLATE_SIZE):
     return dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1)))
 
 
-def dlib_descriptors(faces: np.ndarray, batch_size: int = 32) -> np.ndarray:
+def dlib_descriptors(faces: np.ndarray, batch_size: int = 32, pool: Optional[DescriptorPool] = None) -> np.ndarray:
     """dlib 128-d descriptors of aligned faces, (N, 128) float32.
 
     Faces are upscaled to 224 uint8 and described by the ``dlib`` backbone, whose landmarks are the
     template's (the faces are aligned), so no detector runs and a drawn face is described exactly
-    where the real one is.
+    where the real one is. With a ``pool`` the batches are spread over its processes.
     """
     model = create_backbone("dlib", size=TEMPLATE_SIZE)
     images = _as_uint8_at(faces, TEMPLATE_SIZE)
-    out = [model.describe(images[start:start + batch_size]) for start in range(0, len(images), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
+    stacked = np.stack(images) if images else np.zeros((0, TEMPLATE_SIZE, TEMPLATE_SIZE, 3), np.uint8)
+    return features_in_memory(model, stacked, batch_size, pool)
 
 
 # -------------------------------------------------------------------------------------------- landmarks
@@ -248,18 +248,19 @@ def bootstrap_ci(values: np.ndarray, n_resamples: int = 1000, seed: int = 0, con
 def face_metrics(drawn: np.ndarray, real: np.ndarray, split_row: int, verify_threshold: float,
                  drawn_features: Optional[np.ndarray] = None, real_features: Optional[np.ndarray] = None,
                  real_descriptors: Optional[np.ndarray] = None, real_landmarks: Optional[np.ndarray] = None,
-                 batch_size: int = 32) -> dict[str, np.ndarray]:
+                 batch_size: int = 32, pool: Optional[DescriptorPool] = None) -> dict[str, np.ndarray]:
     """Every per-face metric of one method, named as the report names them, each (N,).
 
     ``cosine`` needs the teacher features of drawn and real faces; the real faces' descriptors and
-    landmarks may be passed in so that they are computed once for all methods.
+    landmarks may be passed in so that they are computed once for all methods; ``pool`` spreads the dlib
+    descriptors over its processes.
     """
     out = image_metrics(drawn, real, split_row)
     if drawn_features is not None and real_features is not None:
         out["cosine"] = cosine_similarity(drawn_features, real_features)
     if real_descriptors is None:
-        real_descriptors = dlib_descriptors(real, batch_size)
-    out["identity_distance"] = identity_distance(dlib_descriptors(drawn, batch_size), real_descriptors)
+        real_descriptors = dlib_descriptors(real, batch_size, pool)
+    out["identity_distance"] = identity_distance(dlib_descriptors(drawn, batch_size, pool), real_descriptors)
     out["verified"] = verified(out["identity_distance"], verify_threshold)
     if real_landmarks is None:
         real_landmarks = predict_landmarks(real)
