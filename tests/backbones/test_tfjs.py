@@ -175,3 +175,57 @@ def test_the_port_is_differentiable_moves_with_to_and_exports(tmp_path):
     graph.to(torch.float32)
     exported = torch.export.export(graph, (x.detach(),))
     assert torch.allclose(exported.module()(x.detach()), graph(x.detach()), atol=1e-6)
+
+
+def batchnorm_relu6_graph(folder: Path) -> Path:
+    """What exported Keras MobileNets hold (FaceRes): conv -> Mul -> Add -> Relu -> Minimum(6) -> Maximum(0),
+    with a depthwise conv of multiplier 2 at stride 2 (TF's uneven SAME padding), and two chains that must
+    stay unfused: a conv whose output is read twice, and a clip whose Minimum is itself an output."""
+    rng = np.random.default_rng(2)
+    f = lambda *shape: rng.normal(0, 0.5, shape).astype(np.float32)  # noqa: E731
+    consts = {"w1": f(3, 3, 3, 4), "s1": f(4), "b1": f(4), "six": np.float32(6.0).reshape(()),
+              "zero": np.float32(0.0).reshape(()), "w2": f(3, 3, 4, 2), "s2": f(8), "b2": f(8),
+              "w3": f(1, 1, 8, 5), "b3": f(5)}
+    nodes = [
+        conv_node("c1", "Conv2D", ["x", "w1"]),
+        {"name": "m1", "op": "Mul", "input": ["c1", "s1"]},
+        {"name": "a1", "op": "Add", "input": ["m1", "b1"]},
+        {"name": "r1", "op": "Relu", "input": ["a1"]},
+        {"name": "lo1", "op": "Minimum", "input": ["r1", "six"]},
+        {"name": "hi1", "op": "Maximum", "input": ["lo1", "zero"]},
+        conv_node("c2", "DepthwiseConv2dNative", ["hi1", "w2"], stride=2),
+        {"name": "m2", "op": "Mul", "input": ["s2", "c2"]},
+        {"name": "a2", "op": "AddV2", "input": ["m2", "b2"]},
+        {"name": "r2", "op": "Relu", "input": ["a2"]},
+        {"name": "lo2", "op": "Minimum", "input": ["r2", "six"]},
+        {"name": "hi2", "op": "Maximum", "input": ["lo2", "zero"]},
+        conv_node("c3", "Conv2D", ["hi2", "w3"]),
+        {"name": "a3", "op": "Add", "input": ["c3", "b3"]},
+        {"name": "twice", "op": "Mul", "input": ["c3", "a3"]},
+        {"name": "r3", "op": "Relu", "input": ["twice"]},
+        {"name": "out_lo", "op": "Minimum", "input": ["r3", "six"]},
+        {"name": "out", "op": "Maximum", "input": ["out_lo", "zero"]},
+    ]
+    return write_graph(folder, consts, nodes)
+
+
+def test_batchnorm_and_relu6_tails_fold_into_one_op_each_with_the_unfused_values_and_gradients(tmp_path, monkeypatch):
+    from antimask.backbones.tfjs import TFJSGraph
+
+    model = batchnorm_relu6_graph(tmp_path / "graph")
+    outputs = ["out", "out_lo"]
+    fused = load_tfjs_graph(model, outputs).double()
+    monkeypatch.setattr(TFJSGraph, "_fused", lambda self, steps: steps)
+    plain = load_tfjs_graph(model, outputs).double()
+    # c1's and c2's Mul + Add and both clips are folded; c3 (read twice) and the output clip are not
+    assert len(plain._steps) == 18 and len(fused._steps) == 10
+    assert {s.op for s in fused._steps if s.name in ("a1", "a2")} == {"Conv2D", "DepthwiseConv2dNative"}
+    x = torch.randn(2, 9, 7, 3, dtype=torch.float64) * 2
+    xf, xp = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    (yf, yf_lo), (yp, yp_lo) = fused(xf), plain(xp)
+    assert yf.shape == (2, 5, 4, 5) and 0 < float((yf > 0).double().mean()) < 1  # the clip is active
+    torch.testing.assert_close(yf, yp, rtol=0, atol=1e-12)
+    torch.testing.assert_close(yf_lo, yp_lo, rtol=0, atol=1e-12)
+    (yf.sum() + yf_lo.sum()).backward()
+    (yp.sum() + yp_lo.sum()).backward()
+    torch.testing.assert_close(xf.grad, xp.grad, rtol=0, atol=1e-12)

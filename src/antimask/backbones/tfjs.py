@@ -119,17 +119,23 @@ def _same_padding(size: int, k: int, stride: int, dilation: int) -> tuple[int, i
     return total // 2, total - total // 2
 
 
+def _paddings(x: torch.Tensor, padding: str, explicit: Sequence[int], kernel: tuple[int, int],
+              stride: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) zero padding of NCHW ``x`` for TF's ``padding``."""
+    if padding == "VALID":
+        return 0, 0, 0, 0
+    if padding == "SAME":
+        return (*_same_padding(x.shape[2], kernel[0], stride[0], dilation[0]),
+                *_same_padding(x.shape[3], kernel[1], stride[1], dilation[1]))
+    if padding == "EXPLICIT":  # NHWC pairs: [0, 0, top, bottom, left, right, 0, 0]
+        top, bottom, left, right = explicit[2:6]
+        return int(top), int(bottom), int(left), int(right)
+    raise ValueError(f"padding {padding}")
+
+
 def _pad_nchw(x: torch.Tensor, padding: str, explicit: Sequence[int], kernel: tuple[int, int],
               stride: tuple[int, int], dilation: tuple[int, int]) -> torch.Tensor:
-    if padding == "VALID":
-        return x
-    if padding == "SAME":
-        top, bottom = _same_padding(x.shape[2], kernel[0], stride[0], dilation[0])
-        left, right = _same_padding(x.shape[3], kernel[1], stride[1], dilation[1])
-    elif padding == "EXPLICIT":  # NHWC pairs: [0, 0, top, bottom, left, right, 0, 0]
-        top, bottom, left, right = explicit[2:6]
-    else:
-        raise ValueError(f"padding {padding}")
+    top, bottom, left, right = _paddings(x, padding, explicit, kernel, stride, dilation)
     if top or bottom or left or right:
         x = F.pad(x, (left, right, top, bottom))
     return x
@@ -145,12 +151,12 @@ _ACTIVATIONS: dict[str, Callable[..., torch.Tensor]] = {
 
 
 class _Step:
-    """One graph node compiled: its op function, the names of its inputs, and its static attributes."""
+    """One graph node compiled: its op, its op function, the names of its inputs, and its static attributes."""
 
-    __slots__ = ("name", "fn", "inputs", "attrs")
+    __slots__ = ("name", "op", "fn", "inputs", "attrs")
 
-    def __init__(self, name: str, fn: Callable, inputs: list[str], attrs: dict):
-        self.name, self.fn, self.inputs, self.attrs = name, fn, inputs, attrs
+    def __init__(self, name: str, op: str, fn: Callable, inputs: list[str], attrs: dict):
+        self.name, self.op, self.fn, self.inputs, self.attrs = name, op, fn, inputs, attrs
 
 
 class TFJSGraph(nn.Module):
@@ -244,8 +250,67 @@ class TFJSGraph(nn.Module):
                     raise UnsupportedOpError(f"{path}: node {name!r} reads output {i}; multi-output ops are "
                                              "not supported")
             attrs = _compile_attrs(op, node, path)
-            self._steps.append(_Step(name, _OPS[op], inputs, attrs))
+            self._steps.append(_Step(name, op, _OPS[op], inputs, attrs))
         self.ops = sorted({nodes[n]["op"] for n in order})
+        self._steps = self._fused(self._steps)
+
+    def _float_const(self, name: str) -> Optional[torch.Tensor]:
+        const = self._consts.get(name)
+        return getattr(self, const) if isinstance(const, str) else None
+
+    def _fused(self, steps: list[_Step]) -> list[_Step]:
+        """``steps`` with the elementwise tails that exported batch norms and ReLU6 leave in a graph folded
+        into one op each, as TF.js's own runtime fuses them: conv -> Mul (per-channel const) -> Add
+        (per-channel const) becomes one conv with scaled weights and a bias, and Relu -> Minimum(c >= 0) ->
+        Maximum(<= 0) one clamp. Each pass over a feature map costs as much as the op it follows on the
+        CPU; the values are those of the unfused graph to float rounding."""
+        uses: dict[str, int] = {}
+        for name in [i for st in steps for i in st.inputs] + list(self.output_names):
+            uses[name] = uses.get(name, 0) + 1
+        consumer = {i: st for st in steps for i in st.inputs if uses.get(i) == 1}
+
+        def other_const(st: _Step, name: str) -> Optional[torch.Tensor]:
+            others = [i for i in st.inputs if i != name]
+            return self._float_const(others[0]) if len(st.inputs) == 2 and len(others) == 1 else None
+
+        absorbed: set[str] = set()
+        out: list[_Step] = []
+        for st in steps:
+            if st.name in absorbed:
+                continue
+            if st.op in ("Conv2D", "DepthwiseConv2dNative") and len(st.inputs) == 2:
+                w = self._float_const(st.inputs[1])
+                channels = None if w is None else int(w.shape[3] * (w.shape[2] if st.op != "Conv2D" else 1))
+                tail, scale, bias, last = [], None, None, st
+                nxt = consumer.get(last.name)
+                if channels and nxt is not None and nxt.op == "Mul":
+                    c = other_const(nxt, last.name)
+                    if c is not None and c.numel() == channels and c.shape[-1] == channels:
+                        scale, last = nxt.inputs[1 - nxt.inputs.index(st.name)], nxt
+                        tail.append(nxt)
+                        nxt = consumer.get(last.name)
+                if channels and nxt is not None and nxt.op in ("Add", "AddV2", "BiasAdd"):
+                    c = other_const(nxt, last.name)
+                    if c is not None and c.numel() == channels and c.shape[-1] == channels:
+                        bias, last = nxt.inputs[1 - nxt.inputs.index(last.name)], nxt
+                        tail.append(nxt)
+                if bias is not None:
+                    absorbed.update(t.name for t in tail)
+                    out.append(_Step(last.name, st.op, _conv_affine, [*st.inputs, bias] + ([scale] if scale else []),
+                                     {**st.attrs, "depthwise": st.op != "Conv2D", "scaled": scale is not None}))
+                    continue
+            if st.op == "Relu":
+                lo_step = consumer.get(st.name)
+                hi_step = None if lo_step is None or lo_step.op != "Minimum" else consumer.get(lo_step.name)
+                if hi_step is not None and hi_step.op == "Maximum":
+                    top, bottom = other_const(lo_step, st.name), other_const(hi_step, lo_step.name)
+                    if (top is not None and bottom is not None and top.numel() == 1 == bottom.numel()
+                            and float(top) >= 0 >= float(bottom)):
+                        absorbed.update((lo_step.name, hi_step.name))
+                        out.append(_Step(hi_step.name, "Relu6", _clamp, st.inputs[:1], {**st.attrs, "top": float(top)}))
+                        continue
+            out.append(st)
+        return out
 
     def _value(self, env: dict[str, torch.Tensor], name: str):
         if name in env:
@@ -315,18 +380,35 @@ def _epilogue(m: TFJSGraph, y: torch.Tensor, args: list, a: dict) -> torch.Tenso
     return y
 
 
-def _conv(m: TFJSGraph, ins: list, a: dict, depthwise: bool) -> torch.Tensor:
+def _conv(m: TFJSGraph, ins: list, a: dict, depthwise: bool, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     x, w = ins[0], ins[1]
     kh, kw = w.shape[0], w.shape[1]
     # NHWC -> NCHW as a view (channels_last strides), so the permutes around the conv copy nothing.
-    xc = _pad_nchw(x.permute(0, 3, 1, 2), a["padding"], a["explicit"], (kh, kw), a["stride"], a["dilation"])
+    xc = x.permute(0, 3, 1, 2)
+    pads = _paddings(xc, a["padding"], a["explicit"], (kh, kw), a["stride"], a["dilation"])
+    symmetric = pads[0] == pads[1] and pads[2] == pads[3]
+    if not symmetric:  # TF's SAME at stride 2 pads one more after: a padded copy
+        xc = F.pad(xc, (pads[2], pads[3], pads[0], pads[1]))
     if depthwise:  # (H, W, C, M) -> (C*M, 1, H, W): TF's output channel c*M + m is torch's group order
         c, mult = w.shape[2], w.shape[3]
         wt, groups = w.permute(2, 3, 0, 1).reshape(c * mult, 1, kh, kw), c
     else:  # HWIO -> OIHW
         wt, groups = w.permute(3, 2, 0, 1), 1
-    y = F.conv2d(xc, wt, None, a["stride"], 0, a["dilation"], groups).permute(0, 2, 3, 1)
+    padding = (pads[0], pads[2]) if symmetric else 0  # the conv pads by itself: no padded copy
+    y = F.conv2d(xc, wt, bias, a["stride"], padding, a["dilation"], groups).permute(0, 2, 3, 1)
     return _epilogue(m, y, ins[2:], a) if "fused" in a else y
+
+
+def _conv_affine(m: TFJSGraph, ins: list, a: dict) -> torch.Tensor:
+    """A conv whose per-channel scale (an exported batch norm's) and bias follow it: one conv, weights scaled."""
+    x, w, bias = ins[0], ins[1], ins[2]
+    if a["scaled"]:
+        w = w * ins[3].reshape(-1).reshape((1, 1, w.shape[2], w.shape[3]) if a["depthwise"] else (1, 1, 1, -1))
+    return _conv(m, [x, w], a, a["depthwise"], bias.reshape(-1))
+
+
+def _clamp(m: TFJSGraph, ins: list, a: dict) -> torch.Tensor:
+    return ins[0].clamp(0.0, a["top"])  # Relu -> Minimum(top) -> Maximum(<= 0), in one pass
 
 
 def _matmul(m: TFJSGraph, ins: list, a: dict) -> torch.Tensor:
