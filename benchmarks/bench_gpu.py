@@ -317,7 +317,7 @@ def _machine() -> dict:
 def _record(rows: list[dict], info: dict, quick: bool) -> None:
     """The gpu suite of docs/benchmarks.json and .md replaced by these rows; the figures it held before stay
     below them as a block of their own (their date, card and note), as other machines' blocks do."""
-    from benchmarks.run import DOCS, merge, render
+    from benchmarks.run import DOCS, merge, write_docs
 
     path = DOCS / "benchmarks.json"
     previous = json.loads(path.read_text()) if path.exists() else {"suites": {}}
@@ -327,9 +327,7 @@ def _record(rows: list[dict], info: dict, quick: bool) -> None:
         gpu["also"] = [{"text": text, "rows": gpu["rows"]}, *gpu.get("also", [])]
         gpu["rows"] = []  # merge keeps a suite's "also" blocks and replaces its rows
         path.write_text(json.dumps(previous, indent=2) + "\n")
-    record = merge(path, {"gpu": rows}, info, quick)
-    (DOCS / "benchmarks.json").write_text(json.dumps(record, indent=2) + "\n")
-    (DOCS / "benchmarks.md").write_text(render(record))
+    write_docs(merge(path, {"gpu": rows}, info, quick))
     print(f"bench_gpu: wrote {DOCS / 'benchmarks.md'}")
 
 

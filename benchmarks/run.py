@@ -18,6 +18,11 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 SUITES = ("prepare", "data", "backbones", "models", "predict", "gpu")
 DOCS = Path(__file__).resolve().parents[1] / "docs"
+# Between the page's title and this line: hand-written sections (comparisons across code versions, notes),
+# which a rerun keeps; below it, the suites, written anew from docs/benchmarks.json.
+GENERATED = "<!-- Below: written by `make bench` from docs/benchmarks.json. Hand-written sections go above. -->"
+TITLE = ["# Benchmarks", "", "Written by `make bench` (`python -m benchmarks.run`); each suite says when, on which "
+         "machine and at which size it last ran.", ""]
 
 
 def machine() -> dict:
@@ -50,12 +55,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] {suite} ...", flush=True)
         results[suite] = module.run(quick=args.quick)
         print(f"[bench] {suite}: {len(results[suite])} figures in {time.perf_counter() - start:.0f} s", flush=True)
-    record = merge(DOCS / "benchmarks.json", results, info, args.quick)
-    DOCS.mkdir(exist_ok=True)
-    (DOCS / "benchmarks.json").write_text(json.dumps(record, indent=2) + "\n")
-    (DOCS / "benchmarks.md").write_text(render(record))
+    write_docs(merge(DOCS / "benchmarks.json", results, info, args.quick))
     print(f"[bench] wrote {DOCS / 'benchmarks.md'}")
     return 0
+
+
+def write_docs(record: dict, docs: Path = DOCS) -> None:
+    """docs/benchmarks.json and .md from ``record``, each replaced atomically; the .md keeps its hand-written
+    sections."""
+    from antimask.files import atomic_write_text
+
+    docs.mkdir(exist_ok=True)
+    md = docs / "benchmarks.md"
+    kept = hand_written(md.read_text()) if md.exists() else ""
+    atomic_write_text(docs / "benchmarks.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(md, render(record, kept))
+
+
+def hand_written(page: str) -> str:
+    """The hand-written text of a benchmarks page: what lies between its title and the generated suites
+    (the ``GENERATED`` line, or on a page written before it, the first suite's heading)."""
+    lines = page.splitlines()
+    end = next((i for i, line in enumerate(lines) if line == GENERATED or
+                (line.startswith("## ") and line[3:].strip() in SUITES)), len(lines))
+    start = len(TITLE) if lines[:len(TITLE)] == TITLE else 0
+    return "\n".join(lines[start:end]).strip("\n")
 
 
 def merge(previous_json: Path, results: dict[str, list[dict]], info: dict, quick: bool) -> dict:
@@ -74,9 +98,9 @@ def merge(previous_json: Path, results: dict[str, list[dict]], info: dict, quick
     return {"date": now, "suites": {k: suites[k] for k in SUITES if k in suites}}
 
 
-def render(record: dict) -> str:
-    lines = ["# Benchmarks", "", "Written by `make bench` (`python -m benchmarks.run`); each suite says when, on which "
-             "machine and at which size it last ran.", ""]
+def render(record: dict, kept: str = "") -> str:
+    """The page: title, the ``kept`` hand-written sections, then one section per suite of ``record``."""
+    lines = list(TITLE) + ([kept, ""] if kept.strip() else []) + [GENERATED, ""]
     for suite, entry in record["suites"].items():
         m, rows = entry["machine"], entry["rows"]
         lines += [f"## {suite}", "",

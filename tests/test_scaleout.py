@@ -304,3 +304,25 @@ def test_bench_record_keeps_figures_a_suite_could_not_measure_here(tmp_path):
     assert "gpu/a" in text and "NVIDIA H100" in text and "| big | 3.0 |" in text and "| old |" not in text
     fresh = merge(tmp_path / "missing.json", {"gpu": []}, here, quick=True)
     assert fresh["suites"]["gpu"]["rows"] == []  # nothing recorded before: the empty suite is written as such
+
+
+def test_a_bench_rerun_keeps_the_hand_written_sections_of_the_page(tmp_path):
+    sys.path.insert(0, str(REPO))
+    try:
+        from benchmarks.run import GENERATED, TITLE, hand_written, render, write_docs
+    finally:
+        sys.path.pop(0)
+    machine = {"cores": 2, "cpu": "x", "gpu": "none", "python": "3.11", "torch": "t", "load_average_at_start": None}
+    record = {"suites": {"data": {"date": "d1", "quick": True, "machine": machine,
+                                  "rows": [{"name": "new", "value": 4.0, "unit": "s"}]}}}
+    notes = "## CPU before and after\n\n| measure | before | after |\n|---|---|---|\n| loader | 1 | 2 |"
+    # a page written before the marker existed: the notes sit between the title and the first suite
+    (tmp_path / "benchmarks.md").write_text("\n".join(TITLE) + notes + "\n\n## data\n\n| old | 1 | s | |\n")
+    write_docs(record, tmp_path)
+    page = (tmp_path / "benchmarks.md").read_text()
+    assert notes in page and "| new | 4.0 | s |" in page and "| old |" not in page
+    assert page.index(notes) < page.index(GENERATED) < page.index("## data")
+    assert json.loads((tmp_path / "benchmarks.json").read_text()) == record
+    write_docs(record, tmp_path)  # and again: nothing doubles
+    assert (tmp_path / "benchmarks.md").read_text() == page and page.count(notes) == 1
+    assert hand_written(render(record)) == ""  # a page without notes gets none
