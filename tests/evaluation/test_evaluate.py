@@ -144,7 +144,7 @@ def test_second_evaluation_keeps_both_reports(evaluation, runs):
     first = Path(evaluation["dir"])
     before = Path(evaluation["paths"]["metrics"]).read_bytes()
     second = evaluate_run(runs["main"], name="again", cfg_overrides=["eval.bootstrap=50", "eval.max_faces=3"])
-    assert Path(second["dir"]) != first and Path(second["dir"]).name.endswith("again")
+    assert Path(second["dir"]) != first and Path(second["dir"]).name == "test-again"
     assert Path(evaluation["paths"]["metrics"]).read_bytes() == before
     assert json.loads(Path(second["paths"]["metrics"]).read_text())["context"]["n_faces"] == 3
 

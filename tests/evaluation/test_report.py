@@ -86,6 +86,19 @@ def test_second_report_does_not_overwrite_the_first(tmp_path, synthetic):
         assert set(paths) == set(first)
 
 
+def test_a_named_report_gets_its_name_from_the_first_and_a_number_after(tmp_path):
+    from antimask.evaluation.report import _fresh_dir, report_dir
+
+    assert report_dir(tmp_path, "test", None) == tmp_path / "reports" / "test"
+    named = report_dir(tmp_path, "masked_test", "afdb")
+    assert named == tmp_path / "reports" / "masked_test-afdb"
+    first = _fresh_dir(named, "afdb")
+    (first / "report.md").write_text("first")
+    second = _fresh_dir(named, "afdb")
+    assert (first.name, second.name) == ("masked_test-afdb", "masked_test-afdb-1")
+    assert (first / "report.md").read_text() == "first"
+
+
 def test_report_without_images_or_curves_and_another_backbone(tmp_path):
     results = {"mean_face": {"metrics": {"l1_lower": np.array([0.1, 0.2, 0.3])}}}
     paths = write_report(tmp_path / "r", results, {"backbone": "vggface"}, load_config().eval)

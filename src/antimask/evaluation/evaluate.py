@@ -45,7 +45,7 @@ from antimask.evaluation.metrics import (
     predict_landmarks,
     verified,
 )
-from antimask.evaluation.report import METRICS, RANDOM_PAIR, write_report
+from antimask.evaluation.report import METRICS, RANDOM_PAIR, report_dir, write_report
 from antimask.faces.compositing import composite, keep_real_rows, match_seam_colour_np
 from antimask.faces.images import to_float, to_uint8
 from antimask.files import atomic_write_text
@@ -333,7 +333,7 @@ def evaluate_run(run_dir: str | Path, split: Optional[str] = None, name: Optiona
         "extra_runs": json.dumps({k: str(v) for k, v in extra.items()}) if extra else None,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    target = Path(out_dir) if out_dir is not None else run_dir / "reports" / split
+    target = Path(out_dir) if out_dir is not None else report_dir(run_dir, split, name)
     paths = write_report(target, results, context, e)
     report = json.loads(Path(paths["metrics"]).read_text())
     summary = {m: {k: {s: v[s] for s in ("mean", "low", "high", "n")} for k, v in per.items()}

@@ -42,7 +42,7 @@ from antimask.evaluation.evaluate import (
     judge_distances,
 )
 from antimask.evaluation.metrics import bootstrap_ci, dlib_descriptors, identity_distance, l1, psnr, ssim
-from antimask.evaluation.report import _fresh_dir, _json_safe
+from antimask.evaluation.report import _fresh_dir, _json_safe, report_dir
 from antimask.faces.compositing import tint_region
 from antimask.faces.images import to_float, to_uint8
 from antimask.faces.masks import MaskAugment, draw_mask, redraw_region
@@ -226,7 +226,7 @@ def evaluate_masked(run_dir: str | Path, split: Optional[str] = None, name: Opti
                  for method in summary if key in summary[method]}
            for key in IDENTITY_KEYS if key in summary[CEILING]}
 
-    target = Path(out_dir) if out_dir is not None else run_dir / "reports" / f"masked_{split}"
+    target = Path(out_dir) if out_dir is not None else report_dir(run_dir, f"masked_{split}", name)
     folder = _fresh_dir(target, name)
     context = {"run": str(run_dir), "split": split, "n_faces": int(len(rows)), "image_size": size,
                "split_row": split_row, "region_source": source, "segmenter_iou": seg_iou,

@@ -54,12 +54,16 @@ def _summary(values: np.ndarray, eval_cfg: Any, seed: int) -> dict[str, Any]:
 
 
 def _fresh_dir(out_dir: Path, name: Optional[str]) -> Path:
-    """out_dir itself when absent or empty; else a sibling named after ``name`` or the time, never an
-    existing folder (mkdir without exist_ok, so two concurrent reports cannot share one)."""
+    """out_dir itself when absent or empty; else a sibling named after ``name`` (numbered when that is taken
+    too) or the time, never an existing folder (mkdir without exist_ok, so two concurrent reports cannot share
+    one)."""
     if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
         out_dir.mkdir(parents=True, exist_ok=True)
         return out_dir
-    stem = f"{out_dir.name}-{name}" if name else f"{out_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if name and out_dir.name.endswith(f"-{name}"):  # already named: the next free number
+        stem = out_dir.name
+    else:
+        stem = f"{out_dir.name}-{name}" if name else f"{out_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     for k in range(1000):
         candidate = out_dir.parent / (stem if k == 0 else f"{stem}-{k}")
         try:
@@ -68,6 +72,11 @@ def _fresh_dir(out_dir: Path, name: Optional[str]) -> Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"could not find a free report folder beside {out_dir}")
+
+
+def report_dir(run_dir: Path, folder: str, name: Optional[str]) -> Path:
+    """Where a run's report goes: ``RUN/reports/<folder>``, or ``<folder>-<name>`` when it is given a name."""
+    return Path(run_dir) / "reports" / (f"{folder}-{name}" if name else folder)
 
 
 def write_report(out_dir: str | Path, results: dict[str, dict[str, Any]], context: dict[str, Any],
