@@ -220,6 +220,9 @@ def test_batchnorm_and_relu6_tails_fold_into_one_op_each_with_the_unfused_values
     # c1's and c2's Mul + Add and both clips are folded; c3 (read twice) and the output clip are not
     assert len(plain._steps) == 18 and len(fused._steps) == 10
     assert {s.op for s in fused._steps if s.name in ("a1", "a2")} == {"Conv2D", "DepthwiseConv2dNative"}
+    # every value but the outputs is dropped once, after its last reader (a forward does not hold them all)
+    freed = [n for st in fused._steps for n in st.frees]
+    assert sorted(freed) == sorted({"x"} | {st.name for st in fused._steps} - set(outputs))
     x = torch.randn(2, 9, 7, 3, dtype=torch.float64) * 2
     xf, xp = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     (yf, yf_lo), (yp, yp_lo) = fused(xf), plain(xp)
