@@ -282,12 +282,19 @@ def test_gpu_benchmark_without_a_gpu_returns_no_rows(capsys):
     assert "no GPU" in capsys.readouterr().out
 
 
-def test_bench_record_keeps_figures_a_suite_could_not_measure_here(tmp_path):
+def _bench_run():
+    """benchmarks/run.py, imported from the repository root."""
     sys.path.insert(0, str(REPO))
     try:
-        from benchmarks.run import merge, render
+        import benchmarks.run as run
     finally:
         sys.path.pop(0)
+    return run
+
+
+def test_bench_record_keeps_figures_a_suite_could_not_measure_here(tmp_path):
+    run = _bench_run()
+    merge, render = run.merge, run.render
     h100 = {"cores": 16, "cpu": "x", "gpu": "NVIDIA H100", "python": "3.11", "torch": "t", "load_average_at_start": None}
     old = {"suites": {
         "gpu": {"date": "d0", "quick": False, "machine": h100, "rows": [{"name": "gpu/a", "value": 1.0, "unit": "s"}]},
@@ -307,22 +314,18 @@ def test_bench_record_keeps_figures_a_suite_could_not_measure_here(tmp_path):
 
 
 def test_a_bench_rerun_keeps_the_hand_written_sections_of_the_page(tmp_path):
-    sys.path.insert(0, str(REPO))
-    try:
-        from benchmarks.run import GENERATED, TITLE, hand_written, render, write_docs
-    finally:
-        sys.path.pop(0)
+    run = _bench_run()
     machine = {"cores": 2, "cpu": "x", "gpu": "none", "python": "3.11", "torch": "t", "load_average_at_start": None}
     record = {"suites": {"data": {"date": "d1", "quick": True, "machine": machine,
                                   "rows": [{"name": "new", "value": 4.0, "unit": "s"}]}}}
     notes = "## CPU before and after\n\n| measure | before | after |\n|---|---|---|\n| loader | 1 | 2 |"
     # a page written before the marker existed: the notes sit between the title and the first suite
-    (tmp_path / "benchmarks.md").write_text("\n".join(TITLE) + notes + "\n\n## data\n\n| old | 1 | s | |\n")
-    write_docs(record, tmp_path)
+    (tmp_path / "benchmarks.md").write_text("\n".join(run.TITLE) + notes + "\n\n## data\n\n| old | 1 | s | |\n")
+    run.write_docs(record, tmp_path)
     page = (tmp_path / "benchmarks.md").read_text()
     assert notes in page and "| new | 4.0 | s |" in page and "| old |" not in page
-    assert page.index(notes) < page.index(GENERATED) < page.index("## data")
+    assert page.index(notes) < page.index(run.GENERATED) < page.index("## data")
     assert json.loads((tmp_path / "benchmarks.json").read_text()) == record
-    write_docs(record, tmp_path)  # and again: nothing doubles
+    run.write_docs(record, tmp_path)  # and again: nothing doubles
     assert (tmp_path / "benchmarks.md").read_text() == page and page.count(notes) == 1
-    assert hand_written(render(record)) == ""  # a page without notes gets none
+    assert run.hand_written(run.render(record)) == ""  # a page without notes gets none
