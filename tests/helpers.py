@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from antimask.backbones.base import FrozenBackbone
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -65,3 +67,21 @@ def require_face_networks(reference: bool = False) -> Path:
     if os.environ.get("ANTIMASK_REQUIRE_DATA") == "1":
         pytest.fail(msg)
     pytest.skip(msg)
+
+
+class DiesInAWorker(FrozenBackbone):
+    """A backbone outside torch (like dlib) that kills any worker process it runs in: per-channel means (D = 3)."""
+
+    torch_network = False
+
+    def __init__(self):
+        super().__init__()
+        self.name, self.feature_dim, self.input_size = "dies_in_a_worker", 3, 224
+        self.differentiable, self.weights_hash = False, "none"
+
+    def features(self, x):
+        import multiprocessing
+
+        if multiprocessing.parent_process() is not None:
+            os._exit(3)
+        return x.mean(dim=(2, 3))

@@ -197,3 +197,18 @@ def test_dlib_spread_over_processes_gives_bitwise_the_features_of_one_process(st
     shutil.rmtree(store.root / "features")
     pooled = cached_features(store, create_backbone("dlib"), batch_size=4, progress=False, workers=2)
     np.testing.assert_array_equal(pooled, one)
+
+
+def test_worker_processes_that_die_leave_the_rest_to_this_process_with_a_message(capsys):
+    from antimask.backbones import DescriptorPool, features_in_memory
+    from helpers import DiesInAWorker
+
+    faces = np.random.default_rng(3).integers(0, 256, size=(12, 32, 32, 3), dtype=np.uint8)
+    with DescriptorPool(2, min_rows=1) as pool:
+        out = features_in_memory(DiesInAWorker(), faces, batch_size=4, pool=pool)
+        assert "worker processes stopped" in capsys.readouterr().out
+        assert pool.broken and not pool.spreads(DiesInAWorker(), 10**6)  # later passes do not try again
+        again = features_in_memory(DiesInAWorker(), faces, batch_size=4, pool=pool)
+    expected = features_in_memory(DiesInAWorker(), faces, batch_size=4)  # no pool: this process
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(again, expected)

@@ -20,6 +20,7 @@ import re
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
@@ -219,10 +220,12 @@ class DescriptorPool:
         # a caller with many passes of a few faces each sets this lower: the start is paid once for them all
         self.min_rows = POOL_MIN_ROWS if min_rows is None else int(min_rows)
         self._executor: Optional[ProcessPoolExecutor] = None
+        self.broken = False
 
     def spreads(self, backbone, rows: int) -> bool:
-        """Whether ``rows`` faces for ``backbone`` are worth spreading (not a torch network, >1 process, enough rows)."""
-        return not backbone.torch_network and self.workers > 1 and rows >= max(self.min_rows, 2)
+        """Whether ``rows`` faces for ``backbone`` are worth spreading (not a torch network, >1 process, enough
+        rows, and the processes have not died before)."""
+        return not backbone.torch_network and self.workers > 1 and rows >= max(self.min_rows, 2) and not self.broken
 
     def executor(self) -> ProcessPoolExecutor:
         if self._executor is None:
@@ -231,7 +234,8 @@ class DescriptorPool:
                                                  initializer=_init_worker)
         return self._executor
 
-    def close(self) -> None:
+    def close(self, broken: bool = False) -> None:
+        self.broken = self.broken or broken
         if self._executor is not None:
             self._executor.shutdown(cancel_futures=True)
             self._executor = None
@@ -265,12 +269,19 @@ def _feature_batches(images, start: int, stop: int, batch_size: int, backbone,
         return np.ascontiguousarray(images[s:min(s + batch_size, stop)])
 
     if pooled:
-        executor = pool.executor()
-        # at most two batches per process in flight: the faces travel to them, the store may not fit in memory
-        for s, out in _ahead(lambda s: executor.submit(_worker_features, backbone, read(s)), starts,
-                             2 * pool.workers):
-            yield s, min(s + batch_size, stop), out
-        return
+        executor, done = pool.executor(), start
+        try:
+            # at most two batches per process in flight: the faces travel to them, the store may not fit in memory
+            for s, out in _ahead(lambda s: executor.submit(_worker_features, backbone, read(s)), starts,
+                                 2 * pool.workers):
+                yield s, min(s + batch_size, stop), out
+                done = min(s + batch_size, stop)
+            return
+        except BrokenProcessPool as err:  # a process died (killed, out of memory, a script read from stdin)
+            pool.close(broken=True)
+            print(f"[features] {backbone.name}'s worker processes stopped ({err}); rows {done}..{stop - 1} and "
+                  "every later pass run in this process")
+            starts = range(done, stop, batch_size)
     # torch (or one process): the next batch is read from the memory-mapped store while this one computes
     with ThreadPoolExecutor(1) as reader:
         for s, faces in _ahead(lambda s: reader.submit(read, s), starts, 1):
