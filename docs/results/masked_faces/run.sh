@@ -72,3 +72,10 @@ $A evaluate $R --masked --name afdb_in_domain2 --with dec2=runs/s4/afdb_mask_awa
 /usr/bin/time -v $A train-all --no-eval --config experiments/improved.yaml "data.sources=[$DATA/utkface]" \
   data.image_size=112 prepare.max_photos=1000 data.store=runs/utk1k-store stages.encoder.max_epochs=3 \
   stages.segmenter.max_epochs=6 run.dir=runs/s4/utk_improved_full
+
+# --- fifth session of 2026-11-30 ---
+# the same train-all after the TF.js fold of FaceRes (26 min 7 s wall alone, peak RSS 3.5 GB), beside the run above
+/usr/bin/time -v $A train-all --no-eval --config experiments/improved.yaml "data.sources=[$DATA/utkface]" \
+  data.image_size=112 prepare.max_photos=1000 data.store=runs/utk1k-store stages.encoder.max_epochs=3 \
+  stages.segmenter.max_epochs=6 run.dir=runs/s5/utk_improved_full
+$A evaluate runs/s5/utk_improved_full --masked --name utk_test --with before_fold=runs/s4/utk_improved_full
