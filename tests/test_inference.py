@@ -288,3 +288,28 @@ def test_every_face_must_pass_the_segmenters_face_head(mask_results, masked_dir,
     assert all(r["status"] == "ok" and r["mode"] == "mask" for r in kept.values())
     strict = inference.predict(run, photos, tmp_path / "c", on + ["masks.face_threshold=0.9"], log=lambda msg: None)
     assert all(r["status"] == "failed" for r in strict.values())
+
+
+def test_faces_found_by_worker_processes_give_every_result_and_file_of_this_process(masked_dir, tmp_path):
+    """predict.workers: from POOL_MIN_PHOTOS photos on, processes load the photos and find their faces (the face
+    head rebuilt there from the segmenter's checkpoint); what predict returns and writes is the same."""
+    run = make_mask_run(tmp_path / "run")
+    photos = sample_50(masked_dir)[:inference.POOL_MIN_PHOTOS]
+    said = []
+    one = inference.predict(run, photos, tmp_path / "one", ["predict.workers=1", "predict.mode=rows"],
+                            log=said.append)
+    assert not any("processes find the faces" in m for m in said)
+    two = inference.predict(run, photos, tmp_path / "two", ["predict.workers=2", "predict.mode=rows"],
+                            log=said.append)
+    assert any(f"2 processes find the faces of the {len(photos)} photos" in m for m in said)
+    assert list(one) == list(two) == [str(p) for p in photos]
+    assert any("face head" in m for m in said)  # the faces were checked, here and in the workers
+    ok = 0
+    for key in one:
+        a, b = one[key], two[key]
+        assert (a["status"], a["reason"], a["faces"]) == (b["status"], b["reason"], b["faces"]), key
+        assert [Path(p).name for p in a["outputs"]] == [Path(p).name for p in b["outputs"]]
+        for p, q in zip(a["outputs"], b["outputs"]):
+            assert Path(p).read_bytes() == Path(q).read_bytes(), p
+        ok += a["status"] == "ok"
+    assert ok >= 8  # most of the sample had a face to compare

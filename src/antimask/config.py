@@ -326,6 +326,9 @@ class PredictConfig(FaceFinderConfig):
     # (predict.segmenter or the run's own): with it, 86-87 of 100 real masked photos completed and no accepted crop
     # that is not a face, in three samples of 100 judged by eye (README "Is it a face at all?")
     verify_faces: bool = True
+    # processes that load the photos and find their faces (the dlib cascade, ~0.5 s a photo on a CPU core) while
+    # this one completes them; 0 = every CPU core, 1 = this process alone. Fewer than 16 photos use this process
+    workers: int = 0
 
 
 @dataclass
@@ -644,6 +647,7 @@ def validate(cfg: DictConfig) -> None:
     _check(is_backbone_name(cfg.backbone.name), "backbone.name", _backbone_choices(cfg.backbone.name))
     _check(cfg.backbone.batch_size >= 1, "backbone.batch_size", "must be at least 1")
     _check(cfg.backbone.workers >= 0, "backbone.workers", "must be >= 0 (0 = every CPU core)")
+    _check(cfg.predict.workers >= 0, "predict.workers", "must be >= 0 (0 = every CPU core)")
     for name in ("landmark_weight", "texture_weight"):
         _check(cfg.model[name] >= 0, f"model.{name}", "must be >= 0")
     _check(cfg.model.seam_width >= 0, "model.seam_width", "must be >= 0")

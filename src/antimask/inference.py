@@ -14,9 +14,13 @@ so a detector's box on an eye close-up or a patterned shirt is not "completed".
 
 from __future__ import annotations
 
+import os
 import sys
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 from omegaconf import DictConfig
@@ -34,6 +38,7 @@ from antimask.models.antimask import AntiMask, MaskAwareAntiMask
 from antimask.models.segmenter import face_probabilities, load_segmenter, predict_regions
 from antimask.runs import ManifestError, run_config, stage_checkpoint
 
+POOL_MIN_PHOTOS = 16  # fewer photos are found faster here than by processes that must load torch and dlib first
 PNG_KEY = "antimask"
 PNG_NOTICE = ("The lower face in this image was synthesized by antimask (a trained model's guess from the "
               "upper face); it is not a photograph of the person.")
@@ -168,6 +173,64 @@ def region_in_photo(region: np.ndarray, matrix: np.ndarray, shape: tuple[int, ..
     return back > 0.5
 
 
+# ------------------------------------------------------------------------------------------ face finding
+
+_FINDER: dict = {}
+
+
+def _init_finder(opts, max_pixels: int, size: int, split_row: int, segmenter_ckpt: Optional[Path],
+                 threshold: float) -> None:
+    """A finding process: one torch thread, and the face head rebuilt from its checkpoint on the CPU."""
+    import torch
+
+    torch.set_num_threads(1)
+    verifier = None
+    if segmenter_ckpt is not None:
+        verifier = face_verifier(load_segmenter(segmenter_ckpt, size), threshold)
+    _FINDER.update(opts=opts, max_pixels=max_pixels, size=size, split_row=split_row, verifier=verifier)
+
+
+def _find(path: Path) -> tuple[Optional[np.ndarray], Optional[list[Face]], Optional[str]]:
+    """(photo, faces, None) of one photo, or (None, None, why it was skipped), with ``_FINDER``'s settings."""
+    f = _FINDER
+    try:
+        photo = load_rgb(path, f["max_pixels"])
+    except Rejected as err:
+        return None, None, str(err)
+    try:
+        faces = finder.find_faces(photo, f["opts"], f["size"], f["split_row"], verifier=f["verifier"]).faces
+    except Rejected:  # predict tries every detector: why each box failed matters less than that none was a face
+        return photo, None, "no face found"
+    return photo, faces, None
+
+
+def found_faces(paths: list[Path], opts, max_pixels: int, size: int, split_row: int, verifier,
+                segmenter_ckpt: Optional[Path], threshold: float, log=None) -> Iterator[tuple[Path, Any]]:
+    """(path, ``_find``'s result) of every photo, in order: in this process, or with ``predict.workers`` processes
+    finding the faces of the next photos while the caller completes these (at most two photos each ahead)."""
+    workers = int(opts.workers) or os.cpu_count() or 1
+    if workers < 2 or len(paths) < POOL_MIN_PHOTOS:
+        _FINDER.update(opts=opts, max_pixels=max_pixels, size=size, split_row=split_row, verifier=verifier)
+        for path in paths:
+            yield path, _find(path)
+        return
+    if log is not None:
+        log(f"antimask predict: {workers} processes find the faces of the {len(paths)} photos")
+    # spawn, not fork: this process holds torch's threads and maybe a GPU context
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_finder,
+                             initargs=(opts, max_pixels, size, split_row,
+                                       segmenter_ckpt if verifier is not None else None, threshold)) as pool:
+        pending: deque = deque()
+        for path in paths:
+            pending.append((path, pool.submit(_find, path)))
+            if len(pending) > 2 * workers:
+                first, future = pending.popleft()
+                yield first, future.result()
+        while pending:
+            first, future = pending.popleft()
+            yield first, future.result()
+
+
 def _expand(images: list[str | Path]) -> list[Path]:
     found: list[Path] = []
     for item in images:
@@ -248,19 +311,13 @@ def predict(run_dir: str | Path, images: list[str | Path], out_dir: str | Path,
                 log(f"antimask predict: {path}: cannot write outputs: {err}")
         pending.clear()
 
-    for path in _expand(images):
+    found = found_faces(_expand(images), opts, int(cfg.prepare.max_pixels), size, split_row, verifier,
+                        segmenter_ckpt, float(cfg.masks.face_threshold), log)
+    for path, (photo, faces, skipped) in found:
         key = str(path)
-        try:
-            photo = load_rgb(path, int(cfg.prepare.max_pixels))
-        except Rejected as err:
-            results[key] = {"status": "failed", "reason": str(err), "faces": [], "outputs": []}
-            log(f"antimask predict: {path}: skipped, {err}")
-            continue
-        try:
-            faces = finder.find_faces(photo, opts, size, split_row, verifier=verifier).faces
-        except Rejected:  # predict tries every detector: why each box failed matters less than that none was a face
-            results[key] = {"status": "failed", "reason": "no face found", "faces": [], "outputs": []}
-            log(f"antimask predict: {path}: skipped, no face found")
+        if skipped is not None:
+            results[key] = {"status": "failed", "reason": skipped, "faces": [], "outputs": []}
+            log(f"antimask predict: {path}: skipped, {skipped}")
             continue
         results[key] = {"status": "ok", "reason": None, "outputs": [], "mode": mode,
                         "faces": [{"box": list(f.box), "detector": f.detector, "score": round(f.score, 4),
