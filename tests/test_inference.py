@@ -313,3 +313,15 @@ def test_faces_found_by_worker_processes_give_every_result_and_file_of_this_proc
             assert Path(p).read_bytes() == Path(q).read_bytes(), p
         ok += a["status"] == "ok"
     assert ok >= 8  # most of the sample had a face to compare
+
+
+def test_face_finding_processes_that_fail_leave_the_photos_to_this_process_with_a_message(masked_dir, tmp_path):
+    photos = sample_50(masked_dir)[:inference.POOL_MIN_PHOTOS]
+    opts = load_config(None, ["predict.workers=2"]).predict
+    said = []
+    # the processes cannot load this face head and stop; this process has its own verifier and goes on
+    found = list(inference.found_faces(photos, opts, 10**7, 64, 24, lambda aligned: None,
+                                       tmp_path / "missing.ckpt", 0.3, log=said.append))
+    assert [p for p, _ in found] == photos
+    assert any("face-finding processes stopped" in m and f"other {len(photos)} photos" in m for m in said)
+    assert sum(faces is not None for _, (_, faces, _) in found) >= 8  # found here, after all

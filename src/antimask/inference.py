@@ -18,6 +18,7 @@ import os
 import sys
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -216,19 +217,31 @@ def found_faces(paths: list[Path], opts, max_pixels: int, size: int, split_row: 
         return
     if log is not None:
         log(f"antimask predict: {workers} processes find the faces of the {len(paths)} photos")
-    # spawn, not fork: this process holds torch's threads and maybe a GPU context
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_finder,
-                             initargs=(opts, max_pixels, size, split_row,
-                                       segmenter_ckpt if verifier is not None else None, threshold)) as pool:
-        pending: deque = deque()
-        for path in paths:
-            pending.append((path, pool.submit(_find, path)))
-            if len(pending) > 2 * workers:
+    done = 0
+    try:
+        # spawn, not fork: this process holds torch's threads and maybe a GPU context
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_finder,
+                                 initargs=(opts, max_pixels, size, split_row,
+                                           segmenter_ckpt if verifier is not None else None, threshold)) as pool:
+            pending: deque = deque()
+            for path in paths:
+                pending.append((path, pool.submit(_find, path)))
+                if len(pending) > 2 * workers:
+                    first, future = pending.popleft()
+                    yield first, future.result()
+                    done += 1
+            while pending:
                 first, future = pending.popleft()
                 yield first, future.result()
-        while pending:
-            first, future = pending.popleft()
-            yield first, future.result()
+                done += 1
+        return
+    except BrokenProcessPool as err:  # a process died (killed, out of memory, a script read from stdin)
+        if log is not None:
+            log(f"antimask predict: the face-finding processes stopped ({err}); the other "
+                f"{len(paths) - done} photos are found in this process")
+    _FINDER.update(opts=opts, max_pixels=max_pixels, size=size, split_row=split_row, verifier=verifier)
+    for path in paths[done:]:
+        yield path, _find(path)
 
 
 def _expand(images: list[str | Path]) -> list[Path]:
