@@ -16,7 +16,8 @@ PACKAGE = REPO / "src" / "antimask"
 
 # From the bottom up; a module may import from its own layer or the layers below it.
 LAYERS = [
-    ("base", ("antimask", "antimask.config", "antimask.errors", "antimask.files", "antimask.runs")),
+    ("base", ("antimask", "antimask.config", "antimask.errors", "antimask.files", "antimask.parallel",
+              "antimask.runs")),
     ("faces", ("antimask.faces",)),
     ("data", ("antimask.data",)),
     ("backbones", ("antimask.backbones",)),

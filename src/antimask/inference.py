@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
@@ -37,6 +36,7 @@ from antimask.faces.photos import Rejected, find_images, load_rgb
 from antimask.files import atomic_path
 from antimask.models.antimask import AntiMask, MaskAwareAntiMask
 from antimask.models.segmenter import face_probabilities, load_segmenter, predict_regions
+from antimask.parallel import in_order
 from antimask.runs import ManifestError, run_config, stage_checkpoint
 
 POOL_MIN_PHOTOS = 16  # fewer photos are found faster here than by processes that must load torch and dlib first
@@ -176,30 +176,32 @@ def region_in_photo(region: np.ndarray, matrix: np.ndarray, shape: tuple[int, ..
 
 # ------------------------------------------------------------------------------------------ face finding
 
-_FINDER: dict = {}
+_FINDER: dict = {}  # a finding process's settings, made once by _init_finder
 
 
-def _init_finder(opts, max_pixels: int, size: int, split_row: int, segmenter_ckpt: Optional[Path],
-                 threshold: float) -> None:
+def _init_finder(settings: dict, segmenter_ckpt: Optional[Path], threshold: float) -> None:
     """A finding process: one torch thread, and the face head rebuilt from its checkpoint on the CPU."""
     import torch
 
     torch.set_num_threads(1)
-    verifier = None
-    if segmenter_ckpt is not None:
-        verifier = face_verifier(load_segmenter(segmenter_ckpt, size), threshold)
-    _FINDER.update(opts=opts, max_pixels=max_pixels, size=size, split_row=split_row, verifier=verifier)
+    verifier = None if segmenter_ckpt is None else face_verifier(load_segmenter(segmenter_ckpt, settings["size"]),
+                                                                 threshold)
+    _FINDER.update(settings, verifier=verifier)
 
 
-def _find(path: Path) -> tuple[Optional[np.ndarray], Optional[list[Face]], Optional[str]]:
-    """(photo, faces, None) of one photo, or (None, None, why it was skipped), with ``_FINDER``'s settings."""
-    f = _FINDER
+def _find_in_worker(path: Path):
+    return _find(path, _FINDER)
+
+
+def _find(path: Path, settings: dict) -> tuple[Optional[np.ndarray], Optional[list[Face]], Optional[str]]:
+    """(photo, faces, None) of one photo, or (photo or None, None, why it was skipped)."""
     try:
-        photo = load_rgb(path, f["max_pixels"])
+        photo = load_rgb(path, settings["max_pixels"])
     except Rejected as err:
         return None, None, str(err)
     try:
-        faces = finder.find_faces(photo, f["opts"], f["size"], f["split_row"], verifier=f["verifier"]).faces
+        faces = finder.find_faces(photo, settings["opts"], settings["size"], settings["split_row"],
+                                  verifier=settings["verifier"]).faces
     except Rejected:  # predict tries every detector: why each box failed matters less than that none was a face
         return photo, None, "no face found"
     return photo, faces, None
@@ -207,41 +209,31 @@ def _find(path: Path) -> tuple[Optional[np.ndarray], Optional[list[Face]], Optio
 
 def found_faces(paths: list[Path], opts, max_pixels: int, size: int, split_row: int, verifier,
                 segmenter_ckpt: Optional[Path], threshold: float, log=None) -> Iterator[tuple[Path, Any]]:
-    """(path, ``_find``'s result) of every photo, in order: in this process, or with ``predict.workers`` processes
-    finding the faces of the next photos while the caller completes these (at most two photos each ahead)."""
+    """(path, ``_find``'s result) of every photo, in order: with ``predict.workers`` processes finding the faces
+    of the next photos while the caller completes these (at most two photos each ahead), or in this process for
+    fewer than ``POOL_MIN_PHOTOS`` photos, one worker, or processes that stopped."""
+    settings = {"opts": opts, "max_pixels": max_pixels, "size": size, "split_row": split_row, "verifier": verifier}
     workers = int(opts.workers) or os.cpu_count() or 1
-    if workers < 2 or len(paths) < POOL_MIN_PHOTOS:
-        _FINDER.update(opts=opts, max_pixels=max_pixels, size=size, split_row=split_row, verifier=verifier)
-        for path in paths:
-            yield path, _find(path)
-        return
-    if log is not None:
-        log(f"antimask predict: {workers} processes find the faces of the {len(paths)} photos")
     done = 0
-    try:
-        # spawn, not fork: this process holds torch's threads and maybe a GPU context
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_finder,
-                                 initargs=(opts, max_pixels, size, split_row,
-                                           segmenter_ckpt if verifier is not None else None, threshold)) as pool:
-            pending: deque = deque()
-            for path in paths:
-                pending.append((path, pool.submit(_find, path)))
-                if len(pending) > 2 * workers:
-                    first, future = pending.popleft()
-                    yield first, future.result()
-                    done += 1
-            while pending:
-                first, future = pending.popleft()
-                yield first, future.result()
-                done += 1
-        return
-    except BrokenProcessPool as err:  # a process died (killed, out of memory, a script read from stdin)
+    if workers > 1 and len(paths) >= POOL_MIN_PHOTOS:
         if log is not None:
-            log(f"antimask predict: the face-finding processes stopped ({err}); the other "
-                f"{len(paths) - done} photos are found in this process")
-    _FINDER.update(opts=opts, max_pixels=max_pixels, size=size, split_row=split_row, verifier=verifier)
+            log(f"antimask predict: {workers} processes find the faces of the {len(paths)} photos")
+        worker_settings = {k: v for k, v in settings.items() if k != "verifier"}
+        try:
+            # spawn, not fork: this process holds torch's threads and maybe a GPU context
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_finder,
+                                     initargs=(worker_settings, segmenter_ckpt if verifier is not None else None,
+                                               threshold)) as pool:
+                for path, result in in_order(lambda p: pool.submit(_find_in_worker, p), paths, 2 * workers):
+                    yield path, result
+                    done += 1
+            return
+        except BrokenProcessPool as err:  # a process died (killed, out of memory, a script read from stdin)
+            if log is not None:
+                log(f"antimask predict: the face-finding processes stopped ({err}); the other "
+                    f"{len(paths) - done} photos are found in this process")
     for path in paths[done:]:
-        yield path, _find(path)
+        yield path, _find(path, settings)
 
 
 def _expand(images: list[str | Path]) -> list[Path]:

@@ -18,7 +18,6 @@ import math
 import os
 import re
 import time
-from collections import deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ from antimask.backbones.base import features_of
 from antimask.backbones.registry import backbone_from_config
 from antimask.errors import AntimaskError
 from antimask.files import atomic_write_json, read_json
+from antimask.parallel import in_order
 
 CACHE_VERSION = 1
 CHECK_ROWS = 4096  # rows per block when scanning a cache for NaN/inf
@@ -272,7 +272,7 @@ def _feature_batches(images, start: int, stop: int, batch_size: int, backbone,
         executor, done = pool.executor(), start
         try:
             # at most two batches per process in flight: the faces travel to them, the store may not fit in memory
-            for s, out in _ahead(lambda s: executor.submit(_worker_features, backbone, read(s)), starts,
+            for s, out in in_order(lambda s: executor.submit(_worker_features, backbone, read(s)), starts,
                                  2 * pool.workers):
                 yield s, min(s + batch_size, stop), out
                 done = min(s + batch_size, stop)
@@ -284,21 +284,8 @@ def _feature_batches(images, start: int, stop: int, batch_size: int, backbone,
             starts = range(done, stop, batch_size)
     # torch (or one process): the next batch is read from the memory-mapped store while this one computes
     with ThreadPoolExecutor(1) as reader:
-        for s, faces in _ahead(lambda s: reader.submit(read, s), starts, 1):
+        for s, faces in in_order(lambda s: reader.submit(read, s), starts, 1):
             yield s, min(s + batch_size, stop), features_of(backbone, faces)
-
-
-def _ahead(submit, starts: range, depth: int) -> Iterator[tuple[int, object]]:
-    """(start, result) of ``submit(start)`` for each start in order, with up to ``depth`` more submitted ahead."""
-    pending: deque = deque()
-    for s in starts:
-        pending.append((s, submit(s)))
-        if len(pending) > depth:
-            first, future = pending.popleft()
-            yield first, future.result()
-    while pending:
-        first, future = pending.popleft()
-        yield first, future.result()
 
 
 def _init_worker() -> None:
