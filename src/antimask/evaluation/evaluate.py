@@ -143,18 +143,18 @@ JUDGES = ("faceres", "dlib")
 
 def identity_judge(cfg) -> tuple[Optional[FrozenBackbone], Optional[str]]:
     """The network of ``eval.judge`` (auto: the first of ``JUDGES`` that is not the teacher and whose weights
-    are here), and a note for the report when auto found none."""
+    are here) on the device training ran on, and a note for the report when auto found none."""
     wanted = str(cfg.eval.judge)
     if wanted == "none":
         return None, None
     if wanted != "auto":
-        return create_backbone(wanted), None
+        return to_training_device(create_backbone(wanted), cfg.trainer.accelerator), None
     unavailable = []
     for name in JUDGES:
         if name == cfg.backbone.name:
             continue
         try:
-            return create_backbone(name), None
+            return to_training_device(create_backbone(name), cfg.trainer.accelerator), None
         except WeightsError as err:
             unavailable.append(f"{name} ({str(err).splitlines()[0]})")
     return None, ("No identity judge independent of the teacher " + str(cfg.backbone.name) + " was available: "
@@ -206,7 +206,6 @@ def _score_methods(cfg, store, backbone, drawn: dict[str, np.ndarray], real: np.
     real_descriptors = real_resized if reuse else dlib_descriptors(real, n_batch, pool)
     real_landmarks = predict_landmarks(real)
     judge, judge_note = identity_judge(cfg)
-    judge = None if judge is None else to_training_device(judge, cfg.trainer.accelerator)
     if judge_note:
         print(f"[evaluate] {judge_note}")
     real_judged = None if judge is None else backbone_features(judge, real, store.image_size, batch, pool)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from antimask.backbones import DescriptorPool, to_training_device
+from antimask.backbones import DescriptorPool
 from antimask.config import split_row_for
 from antimask.data.resized import faces_at
 from antimask.data.row_masks import mask_styles
@@ -135,13 +135,12 @@ def gap_recovered(means: dict[str, float], method: str) -> float:
 
 def _score_methods(cfg, store, drawn: dict[str, np.ndarray], real: np.ndarray, regions: np.ndarray,
                    identities: np.ndarray, pool: DescriptorPool):
-    """({method: {score: per-face values}}, judge, judge note) of every method; the judge runs where training
-    ran (``trainer.accelerator``), dlib's descriptors over ``pool``'s processes."""
+    """({method: {score: per-face values}}, judge, judge note) of every method; dlib's descriptors over
+    ``pool``'s processes."""
     e, batch = cfg.eval, int(cfg.backbone.batch_size)
     n_batch = int(e.descriptor_batch)
     real_desc = dlib_descriptors(real, n_batch, pool)
     judge, judge_note = identity_judge(cfg)
-    judge = None if judge is None else to_training_device(judge, cfg.trainer.accelerator)
     real_judged = None if judge is None else backbone_features(judge, real, store.image_size, batch, pool)
     per_face: dict[str, dict[str, np.ndarray]] = {}
     for method, faces in drawn.items():
