@@ -288,23 +288,17 @@ class TFJSGraph(nn.Module):
             if st.op in ("Conv2D", "DepthwiseConv2dNative") and len(st.inputs) == 2:
                 w = self._float_const(st.inputs[1])
                 channels = None if w is None else int(w.shape[3] * (w.shape[2] if st.op != "Conv2D" else 1))
-                tail, scale, bias, last = [], None, None, st
-                nxt = consumer.get(last.name)
-                if channels and nxt is not None and nxt.op == "Mul":
-                    c = other_const(nxt, last.name)
+                found, last = {}, st  # the per-channel constant of the Mul, then of the Add, after the conv
+                for role, ops in (("scale", ("Mul",)), ("bias", ("Add", "AddV2", "BiasAdd"))):
+                    nxt = consumer.get(last.name)
+                    c = None if nxt is None or nxt.op not in ops or not channels else other_const(nxt, last.name)
                     if c is not None and c.numel() == channels and c.shape[-1] == channels:
-                        scale, last = nxt.inputs[1 - nxt.inputs.index(st.name)], nxt
-                        tail.append(nxt)
-                        nxt = consumer.get(last.name)
-                if channels and nxt is not None and nxt.op in ("Add", "AddV2", "BiasAdd"):
-                    c = other_const(nxt, last.name)
-                    if c is not None and c.numel() == channels and c.shape[-1] == channels:
-                        bias, last = nxt.inputs[1 - nxt.inputs.index(last.name)], nxt
-                        tail.append(nxt)
-                if bias is not None:
-                    absorbed.update(t.name for t in tail)
-                    out.append(_Step(last.name, st.op, _conv_affine, [*st.inputs, bias] + ([scale] if scale else []),
-                                     {**st.attrs, "depthwise": st.op != "Conv2D", "scaled": scale is not None}))
+                        found[role], last = nxt.inputs[1 - nxt.inputs.index(last.name)], nxt
+                if "bias" in found:  # a scale alone stays a Mul: no bias to fold with it
+                    absorbed.update(t.name for t in (consumer[st.name], last) if t is not st)
+                    out.append(_Step(last.name, st.op, _conv_affine, [*st.inputs, found["bias"]] + (
+                        [found["scale"]] if "scale" in found else []),
+                        {**st.attrs, "depthwise": st.op != "Conv2D", "scaled": "scale" in found}))
                     continue
             if st.op == "Relu":
                 lo_step = consumer.get(st.name)
@@ -412,7 +406,7 @@ def _conv_affine(m: TFJSGraph, ins: list, a: dict) -> torch.Tensor:
     """A conv whose per-channel scale (an exported batch norm's) and bias follow it: one conv, weights scaled."""
     x, w, bias = ins[0], ins[1], ins[2]
     if a["scaled"]:
-        w = w * ins[3].reshape(-1).reshape((1, 1, w.shape[2], w.shape[3]) if a["depthwise"] else (1, 1, 1, -1))
+        w = w * ins[3].reshape((1, 1, w.shape[2], w.shape[3]) if a["depthwise"] else (1, 1, 1, -1))
     return _conv(m, [x, w], a, a["depthwise"], bias.reshape(-1))
 
 
