@@ -251,7 +251,7 @@ def features_in_memory(backbone, faces: np.ndarray, batch_size: int = 64,
                        pool: Optional[DescriptorPool] = None) -> np.ndarray:
     """(N, D) float32 features of uint8 faces (N, S, S, 3) held in memory, computed as the cache computes
     them: a torch backbone batched on its device, one outside torch spread over ``pool``'s processes
-    (in this process without a pool, or for fewer than ``POOL_MIN_ROWS`` faces)."""
+    (in this process without a pool, or for fewer faces than its ``min_rows``)."""
     out = [f for _, _, f in _feature_batches(faces, 0, len(faces), batch_size, backbone, pool or DescriptorPool(1))]
     return np.concatenate(out) if out else np.zeros((0, int(backbone.feature_dim)), np.float32)
 
