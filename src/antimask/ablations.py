@@ -70,8 +70,8 @@ def run_improvements(overrides: Optional[list[str]] = None, root: str | Path = "
                      names: Optional[list[str]] = None) -> Path:
     """`antimask ablations --improved`: the paper run, the fixed-row improved run (improved_rows.yaml; its face
     decoder is the paper run's, reused) and every change in ``experiments/improvements/``, evaluated together on
-    the improved run's test split; returns the combined table. A change whose network files are missing (e.g. FaceRes before
-    ``make face-networks``) is skipped with the reason; the others go on."""
+    the improved run's test split; returns the combined table. A change whose network files are missing (e.g.
+    FaceRes before ``make face-networks``) is skipped with the reason; the others go on."""
     root = Path(root)
     overrides = list(overrides or [])
     paper_dir = root / "paper"

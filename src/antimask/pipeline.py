@@ -9,8 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
-from antimask.backbones import backbone_from_config, cached_features, to_training_device
-from antimask.backbones.registry import create_backbone
+from antimask.backbones import backbone_from_config, cached_features, create_backbone, to_training_device
 from antimask.config import SEGMENTER, STAGES
 from antimask.data.augment import augment_store
 from antimask.data.prepare import prepare_store, sample_sources
