@@ -314,21 +314,26 @@ def _machine() -> dict:
     return machine()
 
 
-def _record(rows: list[dict], info: dict, quick: bool) -> None:
-    """The gpu suite of docs/benchmarks.json and .md replaced by these rows; the figures it held before stay
-    below them as a block of their own (their date, card and note), as other machines' blocks do."""
+def _record(rows: list[dict], info: dict, quick: bool, docs: Path | None = None) -> None:
+    """The gpu suite of ``docs``/benchmarks.json and .md (docs/ by default) replaced by these rows; the figures it
+    held before stay below them as a block of their own (their date, card and note), as other machines' blocks
+    do. The files in ``docs`` are written once, when the new record is whole."""
     from benchmarks.run import DOCS, merge, write_docs
 
-    path = DOCS / "benchmarks.json"
-    previous = json.loads(path.read_text()) if path.exists() else {"suites": {}}
-    gpu = previous["suites"].get("gpu")
+    docs = docs or DOCS
+    path = docs / "benchmarks.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    gpu = previous.get("suites", {}).get("gpu")
     if gpu and gpu.get("rows"):
         text = f"Earlier, {gpu['date']} on {gpu['machine'].get('gpu', '?')}: {gpu.get('note', '')}".strip()
         gpu["also"] = [{"text": text, "rows": gpu["rows"]}, *gpu.get("also", [])]
         gpu["rows"] = []  # merge keeps a suite's "also" blocks and replaces its rows
-        path.write_text(json.dumps(previous, indent=2) + "\n")
-    write_docs(merge(path, {"gpu": rows}, info, quick))
-    print(f"bench_gpu: wrote {DOCS / 'benchmarks.md'}")
+    with tempfile.TemporaryDirectory() as tmp:  # merge reads a file: the moved rows go there, not over docs/
+        moved = Path(tmp) / "benchmarks.json"
+        moved.write_text(json.dumps(previous))
+        record = merge(moved, {"gpu": rows}, info, quick)
+    write_docs(record, docs)
+    print(f"bench_gpu: wrote {docs / 'benchmarks.md'}")
 
 
 if __name__ == "__main__":

@@ -329,3 +329,37 @@ def test_a_bench_rerun_keeps_the_hand_written_sections_of_the_page(tmp_path):
     run.write_docs(record, tmp_path)  # and again: nothing doubles
     assert (tmp_path / "benchmarks.md").read_text() == page and page.count(notes) == 1
     assert run.hand_written(run.render(record)) == ""  # a page without notes gets none
+
+
+def test_gpu_figures_recorded_on_a_new_card_keep_the_earlier_cards_below_them_and_the_hand_written_notes(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import bench_gpu
+    finally:
+        sys.path.pop(0)
+    run = _bench_run()
+    card = {"cores": 16, "cpu": "x", "python": "3.12", "torch": "2.11", "load_average_at_start": None}
+    cpu_suite = {"date": "d0", "quick": False, "machine": dict(card, gpu="none"),
+                 "rows": [{"name": "data/x", "value": 9.0, "unit": "s"}]}
+    h100 = {"date": "d1", "quick": False, "machine": dict(card, gpu="NVIDIA H100"), "note": "synthetic batches",
+            "rows": [{"name": "gpu/old", "value": 1.0, "unit": "samples/s"}]}
+    (tmp_path / "benchmarks.json").write_text(json.dumps({"suites": {"data": cpu_suite, "gpu": h100}}))
+    notes = "## Issue 22 on the CPU\n\n| measure | before | after |\n|---|---|---|\n| cache | 1 | 2 |"
+    (tmp_path / "benchmarks.md").write_text("\n".join(run.TITLE) + notes + "\n\n" + run.GENERATED + "\n")
+    bench_gpu._record([{"name": "gpu/new", "value": 2.0, "unit": "samples/s"}], dict(card, gpu="NVIDIA H200"),
+                      False, tmp_path)
+    record = json.loads((tmp_path / "benchmarks.json").read_text())
+    gpu = record["suites"]["gpu"]
+    assert [r["name"] for r in gpu["rows"]] == ["gpu/new"] and gpu["machine"]["gpu"] == "NVIDIA H200"
+    assert gpu["also"] == [{"text": "Earlier, d1 on NVIDIA H100: synthetic batches", "rows": h100["rows"]}]
+    assert record["suites"]["data"] == cpu_suite  # the other suites are left as they were
+    page = (tmp_path / "benchmarks.md").read_text()
+    assert notes in page and page.index("| gpu/new | 2.0 |") < page.index("Earlier, d1 on NVIDIA H100")
+    assert page.index("Earlier, d1 on NVIDIA H100") < page.index("| gpu/old | 1.0 |")
+    # a second card: both earlier cards stay, the newest first
+    bench_gpu._record([{"name": "gpu/newer", "value": 3.0, "unit": "samples/s"}], dict(card, gpu="NVIDIA B200"),
+                      False, tmp_path)
+    gpu = json.loads((tmp_path / "benchmarks.json").read_text())["suites"]["gpu"]
+    assert [r["name"] for r in gpu["rows"]] == ["gpu/newer"]
+    assert [b["rows"][0]["name"] for b in gpu["also"]] == ["gpu/new", "gpu/old"]
+    assert "NVIDIA H200" in gpu["also"][0]["text"] and notes in (tmp_path / "benchmarks.md").read_text()
