@@ -9,7 +9,8 @@
 #       timeout_s=600)
 # and copy the returned benchmarks.md/.json over docs/. BENCH_SET="trainer.compile=true ..." adds overrides.
 # DRY_RUN=1 benchmarks/device/run_gpu_bench.sh runs the same steps here on the CPU: no install, a 16-photo store
-# made with dlib, --quick sizes, nothing recorded.
+# made with dlib, --quick sizes, nothing recorded. DRY_RUN=image does the same with what is carried (the wheels,
+# installed as there, and the store) in the Python of image_venv.sh: the image's versions, no dlib, no wandb.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-$(mktemp -d)}"
@@ -22,6 +23,15 @@ if [ -z "${DRY_RUN:-}" ]; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     args=(--store benchmarks/device/store --record)
     limit=540  # of the call's 600 s: the copies below must still happen
+elif [ "$DRY_RUN" = image ]; then
+    python="${PYTHON:-benchmarks/device/image-venv/bin/python}"  # made by image_venv.sh
+    site="$(mktemp -d)/site"
+    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
+        benchmarks/device/wheels/*.whl || exit 1
+    export PYTHONPATH="$site:$PWD/src:$PWD"
+    ! "$python" -c "import dlib" 2>/dev/null || echo "run_gpu_bench: dlib imports here; the GPU machine has none"
+    args=(--quick --store benchmarks/device/store)
+    limit=1800
 else
     python="${PYTHON:-.venv/bin/python}"
     export ANTIMASK_DATA="${ANTIMASK_DATA:-$PWD/../shared/data}" PYTHONPATH="$PWD/src:$PWD"
