@@ -41,6 +41,18 @@ STAGE_RUNS = [
     ("encoder_vgg", "encoder", []),
     ("encoder_timm_resnet18", "encoder", ["model.encoder=timm:resnet18"]),
 ]
+# (row name, overrides): issue 22's switches, each turned from its default alone, for the paper mask decoder at the
+# largest batch through train_stage; beside the same stage's antimask_train row, which has every default.
+# torch.compile last: its compile takes the longest, and a run stopped by the time limit keeps the rows before it
+SWITCHES = [
+    ("channels_last_off", ["trainer.channels_last=false"]),
+    ("cudnn_benchmark_off", ["trainer.cudnn_benchmark=false"]),
+    ("fused_adam_off", ["stages.mask_decoder.fused_adam=false"]),
+    ("upsample_pixel_shuffle", ["model.upsample=pixel_shuffle"]),
+    ("upsample_resize_conv", ["model.upsample=resize_conv"]),
+    ("device_resident", ["data.device_resident=true"]),
+    ("compile", ["trainer.compile=true"]),
+]
 # full: ~190 photos + 24 morphs per train photo ~ 3,400 faces, so that one epoch holds 11 batches of 256
 FULL = dict(photos=200, size=224, batches=(32, 256), warmup=3, steps=8, neighbors=24, feature_batches=(64, 256))
 QUICK = dict(photos=16, size=64, batches=(4, 8), warmup=1, steps=2, neighbors=2, feature_batches=(8,))
@@ -194,18 +206,22 @@ def _plain_rate(cfg, stage: str, datamodule, feature_dim: int, warmup: int, step
     return samples / (time.perf_counter() - start) if samples else float("nan")
 
 
-def bench_stage(name: str, stage: str, cfg, sizes: dict, note: str) -> list[dict]:
+def _train_rate(cfg, stage: str, warmup: int) -> tuple[StepTimer, float | None, object]:
+    """train_stage with a StepTimer: the timer, the peak GPU memory (MiB; None on the CPU), the datamodule."""
     from antimask.training import train_stage
 
-    warmup, steps, batch = sizes["warmup"], sizes["steps"], int(cfg.data.batch_size)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     timer = StepTimer(warmup)
     _, objects = train_stage(cfg, stage, callbacks=[timer])
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    dm = objects["datamodule"]
-    del objects
+    return timer, peak, objects["datamodule"]
+
+
+def bench_stage(name: str, stage: str, cfg, sizes: dict, note: str) -> list[dict]:
+    warmup, steps, batch = sizes["warmup"], sizes["steps"], int(cfg.data.batch_size)
+    timer, peak, dm = _train_rate(cfg, stage, warmup)
     plain = _plain_rate(cfg, stage, dm, dm.feature_dim, warmup, steps)
     where = f"{note}, {cfg.trainer.precision}, batch {batch}, {timer.samples // batch} timed steps after {warmup}"
     base = f"gpu/{name}_{cfg.data.image_size}px/batch{batch}"
@@ -219,12 +235,27 @@ def bench_stage(name: str, stage: str, cfg, sizes: dict, note: str) -> list[dict
     return rows
 
 
+def bench_switch(name: str, cfg, sizes: dict, note: str) -> list[dict]:
+    """The paper mask decoder through train_stage with one switch turned from its default."""
+    batch = int(cfg.data.batch_size)
+    timer, peak, _ = _train_rate(cfg, "mask_decoder", sizes["warmup"])
+    base = f"gpu/switches/mask_decoder_{cfg.data.image_size}px/batch{batch}/{name}"
+    where = (f"{note}, {cfg.trainer.precision}, {timer.samples // batch} timed steps after {sizes['warmup']}: "
+             f"train_stage, every default but this switch (compare mask_decoder_{cfg.data.image_size}px/batch{batch}"
+             "/antimask_train)")
+    rows = [{"name": base, "value": round(timer.rate(), 1), "unit": "samples/s", "note": where}]
+    if peak is not None:
+        rows.append({"name": f"{base}/peak_memory", "value": round(peak, 1), "unit": "MiB",
+                     "note": f"{note}: torch.cuda.max_memory_allocated over train_stage"})
+    return rows
+
+
 # ------------------------------------------------------------------------------------------------- run
 def run(quick: bool = False, store: str | None = None, weights: str | None = None, overrides: list[str] = (),
-        dry_run: bool = False, rows_out: str | None = None) -> list[dict]:
+        dry_run: bool = False, rows_out: str | None = None, switches: bool = True) -> list[dict]:
     """The rows; [] without a GPU unless ``dry_run`` (a CPU run's figures must not replace a GPU's).
     ``rows_out``: a JSON file rewritten with the rows so far after each measurement (a run stopped by a time
-    limit still leaves what it measured)."""
+    limit still leaves what it measured). ``switches``: also the paper mask decoder with each of SWITCHES."""
     from antimask.data.augment import augment_store
     from antimask.data.resized import build_resized_cache
     from antimask.data.store import open_store
@@ -259,11 +290,8 @@ def run(quick: bool = False, store: str | None = None, weights: str | None = Non
             build_resized_cache(s, int(base.data.image_size), progress=False)
         for batch in sizes["batches"]:
             for name, stage, extra in STAGE_RUNS:
-                # one epoch of warmup + steps batches (fewer when the train split is smaller: the note counts them)
-                limits = [f"stages.{stage}.max_epochs=1", f"stages.{stage}.limit_val_batches=0",
-                          f"stages.{stage}.limit_train_batches={sizes['warmup'] + sizes['steps']}"]
                 cfg = _config(root, Path(tmp) / f"run-{name}-{batch}", sizes, accelerator, precision, batch,
-                              weights or "random", [*extra, *limits, *overrides])
+                              weights or "random", [*extra, *_one_epoch(stage, sizes), *overrides])
                 started = time.perf_counter()
                 stage_rows = bench_stage(name, stage, cfg, sizes, note)
                 rows += stage_rows
@@ -271,7 +299,24 @@ def run(quick: bool = False, store: str | None = None, weights: str | None = Non
                 print(f"bench_gpu: {name} batch {batch}: "
                       + ", ".join(f"{r['name'].rsplit('/', 1)[1]} {r['value']} {r['unit']}" for r in stage_rows)
                       + f" ({time.perf_counter() - started:.0f} s)", flush=True)
+        batch = max(sizes["batches"])
+        for name, switch in SWITCHES if switches else []:
+            cfg = _config(root, Path(tmp) / f"run-switch-{name}", sizes, accelerator, precision, batch,
+                          weights or "random", [*_one_epoch("mask_decoder", sizes), *overrides, *switch])
+            started = time.perf_counter()
+            switch_rows = bench_switch(name, cfg, sizes, note)
+            rows += switch_rows
+            _save(rows, rows_out)
+            print(f"bench_gpu: mask_decoder batch {batch}, {name}: {switch_rows[0]['value']} samples/s "
+                  f"({time.perf_counter() - started:.0f} s)", flush=True)
     return rows
+
+
+def _one_epoch(stage: str, sizes: dict) -> list[str]:
+    """Overrides for one epoch of warmup + steps batches (fewer when the train split is smaller: the notes count
+    them), no validation."""
+    return [f"stages.{stage}.max_epochs=1", f"stages.{stage}.limit_val_batches=0",
+            f"stages.{stage}.limit_train_batches={sizes['warmup'] + sizes['steps']}"]
 
 
 def _save(rows: list[dict], path: str | None) -> None:
@@ -288,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="config overrides for every run, e.g. trainer.compile=true")
     parser.add_argument("--make-store", metavar="DIR", help="only prepare a store of real faces in DIR and exit")
     parser.add_argument("--photos", type=int, default=FULL["photos"], help="photos of --make-store")
+    parser.add_argument("--no-switches", action="store_true",
+                        help="skip the paper mask decoder runs with one switch each turned from its default")
     parser.add_argument("--rows-out", help="a JSON file of the rows so far, rewritten after each measurement")
     parser.add_argument("--record", action="store_true",
                         help="also write the rows to docs/benchmarks.md and .json as `make bench` does (GPU only)")
@@ -300,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--record writes GPU figures: this machine has no GPU")
     info = _machine()  # the load average before the benchmark loads the machine
     rows = run(quick=args.quick, store=args.store, weights=args.weights, overrides=args.overrides, dry_run=True,
-               rows_out=args.rows_out)
+               rows_out=args.rows_out, switches=not args.no_switches)
     print(json.dumps(rows, indent=1))
     if args.record:
         _record(rows, info, args.quick)
