@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import default_collate
 
-from real_faces import detect_landmarks
+from real_faces import detect_landmarks, write_store
 from antimask.config import load_config, split_row_for
 from antimask.faces.align import LOWER_POINTS
 from antimask.data.datamodule import FaceDataModule, mirror_batch, unpack_batch
@@ -33,9 +35,21 @@ def _module(cfg, stage=None):
     return dm
 
 
+@pytest.fixture(scope="module")
+def _prepared_store(utk_faces, tmp_path_factory):
+    """A 40-face store prepared once for the module: its morphs and features (the slow part, dlib's
+    descriptors), no resized cache."""
+    images, landmarks, names = utk_faces
+    root = write_store(tmp_path_factory.mktemp("datamodule") / "store", images[:40], landmarks[:40], names[:40])
+    prepare_data(_cfg(root, 224))
+    assert not any(cache_path(root, size).exists() for size in (64, 112))
+    return root
+
+
 @pytest.fixture
-def store_root(make_store):
-    return make_store(40)
+def store_root(_prepared_store, tmp_path):
+    """This test's own copy of the prepared store: what a test writes (a resized cache) no other test sees."""
+    return Path(shutil.copytree(_prepared_store, tmp_path / "store"))
 
 
 @pytest.mark.parametrize("size", [64, 112, 224])
