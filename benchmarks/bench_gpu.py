@@ -53,6 +53,15 @@ SWITCHES = [
     ("device_resident", ["data.device_resident=true"]),
     ("compile", ["trainer.compile=true"]),
 ]
+# issue 22's targets on one H100 / H200 (224 px, bf16-mixed, through antimask train): (row, at least, unit)
+TARGETS = [
+    ("gpu/features_vggface_fc7/cache", 5000, "faces/s"),
+    ("gpu/mask_decoder_224px/batch256/antimask_train", 20000, "samples/s"),
+    ("gpu/improved_mask_decoder_224px/batch256/antimask_train", 6000, "samples/s"),
+    ("gpu/face_decoder_224px/batch256/antimask_train", 10000, "samples/s"),
+    ("gpu/encoder_vgg_224px/batch256/antimask_train", 10000, "samples/s"),
+]
+LIGHTNING_OVER_PLAIN = 1.15  # the plain loop may be at most this much faster than the Lightning path
 # full: ~190 photos + 24 morphs per train photo ~ 3,400 faces, so that one epoch holds 11 batches of 256
 FULL = dict(photos=200, size=224, batches=(32, 256), warmup=3, steps=8, neighbors=24, feature_batches=(64, 256))
 QUICK = dict(photos=16, size=64, batches=(4, 8), warmup=1, steps=2, neighbors=2, feature_batches=(8,))
@@ -312,6 +321,25 @@ def run(quick: bool = False, store: str | None = None, weights: str | None = Non
     return rows
 
 
+def verdicts(rows: list[dict]) -> list[str]:
+    """A line per target of issue 22: the measured figure against it, met or not, or not measured; then the
+    plain loop's rate over the Lightning path's for each stage and batch measured both ways."""
+    values = {r["name"]: r["value"] for r in rows}
+    out = []
+    for name, least, unit in TARGETS:
+        got = values.get(name)
+        verdict = "not measured" if got is None else ("met" if got >= least else f"missed ({got / least:.0%})")
+        out.append(f"{name}: {'-' if got is None else got} {unit}, target >= {least:,}: {verdict}")
+    for name, lightning in values.items():
+        plain = values.get(name.replace("/antimask_train", "/plain_loop"))
+        if name.endswith("/antimask_train") and plain and lightning:
+            ratio = plain / lightning
+            verdict = "met" if ratio <= LIGHTNING_OVER_PLAIN else "missed"
+            out.append(f"{name.rsplit('/', 1)[0]}: plain loop / Lightning {ratio:.2f}, target <= "
+                       f"{LIGHTNING_OVER_PLAIN}: {verdict}")
+    return out
+
+
 def _one_epoch(stage: str, sizes: dict) -> list[str]:
     """Overrides for one epoch of warmup + steps batches (fewer when the train split is smaller: the notes count
     them), no validation."""
@@ -349,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(quick=args.quick, store=args.store, weights=args.weights, overrides=args.overrides, dry_run=True,
                rows_out=args.rows_out, switches=not args.no_switches)
     print(json.dumps(rows, indent=1))
+    print(f"bench_gpu: issue 22's targets are for one H100 / H200; measured on {device_name()}:")
+    for line in verdicts(rows):
+        print(f"bench_gpu: {line}")
     if args.record:
         _record(rows, info, args.quick)
     return 0

@@ -363,3 +363,24 @@ def test_gpu_figures_recorded_on_a_new_card_keep_the_earlier_cards_below_them_an
     assert [r["name"] for r in gpu["rows"]] == ["gpu/newer"]
     assert [b["rows"][0]["name"] for b in gpu["also"]] == ["gpu/new", "gpu/old"]
     assert "NVIDIA H200" in gpu["also"][0]["text"] and notes in (tmp_path / "benchmarks.md").read_text()
+
+
+def test_gpu_benchmark_verdicts_hold_each_row_to_its_target_and_lightning_to_the_plain_loop():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import bench_gpu
+    finally:
+        sys.path.pop(0)
+    rows = [{"name": "gpu/features_vggface_fc7/cache", "value": 8400.0},
+            {"name": "gpu/mask_decoder_224px/batch256/antimask_train", "value": 1627.0},
+            {"name": "gpu/mask_decoder_224px/batch256/plain_loop", "value": 8657.0},
+            {"name": "gpu/face_decoder_224px/batch256/antimask_train", "value": 11000.0},
+            {"name": "gpu/face_decoder_224px/batch256/plain_loop", "value": 12000.0}]
+    lines = bench_gpu.verdicts(rows)
+    assert len(lines) == len(bench_gpu.TARGETS) + 2
+    assert lines[0].endswith(": met") and "8400.0 faces/s" in lines[0]
+    assert lines[1].startswith("gpu/mask_decoder_224px/batch256/antimask_train: 1627.0") and "missed (8%)" in lines[1]
+    assert lines[2].endswith("not measured")  # the U-Net row is absent
+    assert lines[3].endswith(": met")
+    assert lines[-2] == "gpu/mask_decoder_224px/batch256: plain loop / Lightning 5.32, target <= 1.15: missed"
+    assert lines[-1] == "gpu/face_decoder_224px/batch256: plain loop / Lightning 1.09, target <= 1.15: met"
