@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
+from antimask import training
 from antimask.config import load_config
 from antimask.data.store import open_store
 from antimask.pipeline import train_stage
@@ -77,6 +79,66 @@ def test_resume_from_last_checkpoint_continues_at_the_next_epoch(utk_photos, utk
     assert objects["trainer"].current_epoch == 2
     assert objects["trainer"].global_step == 2 * first["global_step"]
     assert len(_val_losses(tmp_path, "mask_decoder")) == 2, "the resumed run logs only its new epoch"
+
+
+class _FailsAtEpoch(pl.Callback):
+    """Stops a fit with an error when ``epoch`` starts, as a killed or crashed job would (after the epochs
+    before it were logged)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError(f"stopped at epoch {self.epoch}")
+
+
+@pytest.mark.parametrize("model", [[], ["model.adversarial_weight=1.0", "model.discriminator_width=8"]],
+                         ids=["paper", "adversarial"])  # two optimisers: global_step is twice the logged step
+def test_a_resumed_run_that_stops_again_keeps_every_logged_epoch(utk_photos, utk_store, tmp_path, model):
+    # SLURM preemption: resumed, preempted again before the end, resumed again. Lightning's CSVLogger deleted
+    # metrics.csv when the first resume began, and only an ending fit put the earlier epochs back.
+    train_stage(_cfg(utk_photos, utk_store, tmp_path, "stages.mask_decoder.max_epochs=1", *model), "mask_decoder")
+    assert len(_val_losses(tmp_path, "mask_decoder")) == 1
+    again = _cfg(utk_photos, utk_store, tmp_path, "stages.mask_decoder.max_epochs=3", "trainer.ckpt_path=last",
+                 *model)
+    with pytest.raises(RuntimeError, match="stopped at epoch 2"):
+        training.train_stage(again, "mask_decoder", callbacks=[_FailsAtEpoch(2)])
+    assert len(_val_losses(tmp_path, "mask_decoder")) == 2, "the stopped resume kept epoch 0 and logged epoch 1"
+    _, objects = train_stage(again, "mask_decoder")
+    assert objects["trainer"].current_epoch == 3
+    with open(tmp_path / "mask_decoder" / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows if r.get("val/loss")] == [0, 1, 2]
+    steps = [int(r["step"]) for r in rows if r.get("val/loss")]
+    assert steps == sorted(steps) and len(set(steps)) == 3
+
+
+def test_a_resumed_log_is_cut_to_the_checkpoints_rows_in_place_and_new_rows_are_appended(tmp_path):
+    from antimask.tracking import StageCSVLogger
+
+    def write(rows):
+        with open(tmp_path / "metrics.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["epoch", "step", "train/loss_step", "val/loss"])
+            writer.writeheader()
+            writer.writerows(rows)
+
+    logged = [{"epoch": 0 if s < 4 else 1, "step": s, "train/loss_step": 1.0 / s} for s in range(1, 7)]
+    logged.insert(3, {"epoch": 0, "step": 3, "val/loss": 0.5})
+    write(logged)
+    # a mid-epoch (SLURM hpc) checkpoint of epoch 1 after step 5: step 6 was logged after it and is done again
+    logger = StageCSVLogger(str(tmp_path), resumed=(1, 5))
+    logger.log_metrics({"train/loss_step": 0.25, "epoch": 1, "lr": 1e-4}, step=6)  # lr: a column not seen before
+    logger.save()
+    with open(tmp_path / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(int(r["epoch"]), int(r["step"])) for r in rows] == [(0, 1), (0, 2), (0, 3), (0, 3), (1, 4), (1, 5), (1, 6)]
+    assert rows[3]["val/loss"] == "0.5" and rows[-1]["train/loss_step"] == "0.25" and rows[-1]["lr"] == "0.0001"
+    assert rows[0]["lr"] == "" and list(rows[0]) == sorted(rows[0])
+    # a fresh fit (nothing resumed) starts the log afresh, as Lightning's does
+    write(logged)
+    StageCSVLogger(str(tmp_path)).experiment
+    assert not (tmp_path / "metrics.csv").exists()
 
 
 def test_bf16_mixed_precision_on_cpu(utk_photos, utk_store, tmp_path):

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from antimask.config import SEGMENTER, STAGES, apply_overrides, config_hash, load_config, save_config, schema
 from antimask.errors import AntimaskError
-from antimask.files import atomic_write_csv, atomic_write_json, read_json
+from antimask.files import atomic_write_json, read_json
 
 
 class ManifestError(AntimaskError, RuntimeError):
@@ -156,12 +156,6 @@ def read_metrics(path: Path) -> list[dict]:
         return []
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
-
-
-def keep_history(path: Path, history: list[dict], resumed_epoch: int) -> None:
-    """Put back the rows of the epochs up to ``resumed_epoch`` in front of a resumed stage's metrics.csv."""
-    kept = [r for r in history if r.get("epoch", "") != "" and int(r["epoch"]) <= resumed_epoch]
-    atomic_write_csv(path, kept + read_metrics(path))
 
 
 # ------------------------------------------------------------------------------- was it trained with this?

@@ -4,11 +4,56 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 
-from antimask.runs import run_dir, stage_dir
+from antimask.files import atomic_write_csv
+from antimask.runs import read_metrics, run_dir, stage_dir
+
+
+class _ResumedWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that a resumed fit's metrics.csv is cut in place to the rows its checkpoint
+    holds (``resumed``: the checkpoint's epoch and logged step; rows up to both) and the new rows are appended
+    after them. Lightning's writer deletes the file when the fit starts, so a resumed fit stopped again before
+    its end (a second SLURM preemption, a crash) lost every epoch before the resume."""
+
+    def __init__(self, log_dir: str, resumed: Optional[tuple[int, int]]) -> None:
+        self.resumed = resumed
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if self.resumed is None or not path.is_file():
+            return super()._check_log_dir_exists()
+        epoch, step = self.resumed
+        kept = [r for r in read_metrics(path) if r.get("epoch") not in ("", None) and int(r["epoch"]) <= epoch
+                and r.get("step") not in ("", None) and int(r["step"]) <= step]
+        if not kept:
+            return super()._check_log_dir_exists()
+        header = sorted({k for r in kept for k in r if k is not None})  # Lightning keeps its columns sorted
+        atomic_write_csv(path, [{k: r.get(k) or "" for k in header} for r in kept])
+        self.metrics_keys = header  # save() appends under this header, and rewrites it when a new key comes
+
+
+class StageCSVLogger(CSVLogger):
+    """The stage folder's metrics.csv; ``resumed``: (epoch, logged step) of the checkpoint a resumed fit starts
+    from, whose rows the file keeps (``_ResumedWriter``)."""
+
+    def __init__(self, save_dir: str, resumed: Optional[tuple[int, int]] = None) -> None:
+        super().__init__(save_dir=save_dir, name="", version="")
+        self.resumed = resumed
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ResumedWriter(self.log_dir, self.resumed)
+        return self._experiment
 
 
 def _wandb_mode(cfg: DictConfig) -> str:
@@ -22,8 +67,10 @@ def _wandb_mode(cfg: DictConfig) -> str:
     return "online" if has_key else "offline"
 
 
-def loggers(cfg: DictConfig, stage: str) -> list:
-    out: list = [CSVLogger(save_dir=str(stage_dir(cfg, stage)), name="", version="")]
+def loggers(cfg: DictConfig, stage: str, resumed: Optional[tuple[int, int]] = None) -> list:
+    """The stage's CSV log (kept up to ``resumed``, the (epoch, logged step) a fit resumes from) and its W&B run
+    when enabled."""
+    out: list = [StageCSVLogger(str(stage_dir(cfg, stage)), resumed)]
     if cfg.wandb.enabled:
         import wandb  # W&B is optional at run time: only runs that enable it pay for its import
         from pytorch_lightning.loggers import WandbLogger

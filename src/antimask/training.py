@@ -27,8 +27,6 @@ from antimask.guards import FiniteLossGuard
 from antimask.models.callbacks import ChannelsLast, ImageGridCallback
 from antimask.models.modules import EncoderDistillModule, FaceDecoderModule, MaskDecoderModule
 from antimask.runs import (
-    keep_history,
-    read_metrics,
     results_hash,
     resume_path,
     run_dir,
@@ -57,8 +55,10 @@ def _strategy(trainer_cfg: DictConfig) -> str:
     return "ddp" if many or trainer_cfg.num_nodes > 1 else "auto"
 
 
-def build_trainer(cfg: DictConfig, stage: str, callbacks: Optional[list] = None, **overrides: Any) -> pl.Trainer:
-    """The Lightning Trainer for one stage, built from ``cfg.trainer`` and ``cfg.stages.<stage>``."""
+def build_trainer(cfg: DictConfig, stage: str, callbacks: Optional[list] = None,
+                  resumed: Optional[tuple[int, int]] = None, **overrides: Any) -> pl.Trainer:
+    """The Lightning Trainer for one stage, built from ``cfg.trainer`` and ``cfg.stages.<stage>``; ``resumed``:
+    (epoch, logged step) of the checkpoint the fit resumes from (its log keeps the rows up to them)."""
     trainer_cfg, stage_cfg = cfg.trainer, cfg.stages[stage]
     best = ModelCheckpoint(dirpath=str(stage_dir(cfg, stage) / "checkpoints"), filename="best", monitor="val/loss",
                            mode="min", save_last=True, save_top_k=1)
@@ -75,7 +75,7 @@ def build_trainer(cfg: DictConfig, stage: str, callbacks: Optional[list] = None,
         log_every_n_steps=trainer_cfg.log_every_n_steps, deterministic=trainer_cfg.deterministic,
         benchmark=bool(trainer_cfg.cudnn_benchmark and not trainer_cfg.deterministic),
         fast_dev_run=trainer_cfg.fast_dev_run, check_val_every_n_epoch=trainer_cfg.check_val_every_n_epoch,
-        logger=loggers(cfg, stage), callbacks=extra + list(callbacks or []), plugins=_plugins(),
+        logger=loggers(cfg, stage, resumed), callbacks=extra + list(callbacks or []), plugins=_plugins(),
         enable_model_summary=False,
     )
     for limit in ("limit_train_batches", "limit_val_batches"):
@@ -109,10 +109,13 @@ def compile_networks(module: pl.LightningModule, trainer_cfg: DictConfig) -> pl.
     return module
 
 
-def _keep_history(path: Path, history: list[dict], resumed_from: str) -> None:
-    """Lightning's CSVLogger starts metrics.csv afresh on resume; keep the epochs before the resume."""
-    resumed_epoch = int(torch.load(resumed_from, map_location="cpu", weights_only=True)["epoch"])
-    keep_history(path, history, resumed_epoch)
+def checkpoint_progress(path: str) -> tuple[int, int]:
+    """(epoch, logged step) of a Lightning checkpoint, memory-mapped (the weights are not read). The logged step
+    is the loop's count of batches that stepped, which Lightning's loggers write as "step"; global_step counts
+    optimizer steps (twice as many under the adversarial model's two optimisers)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    loop = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
+    return int(ckpt["epoch"]), int(loop.get("_batches_that_stepped", ckpt["global_step"]))
 
 
 def wait_until(ready: Callable[[], bool], what: str, timeout: float = 6 * 3600, poll: float = 2.0) -> None:
@@ -138,7 +141,8 @@ def train_stage(cfg: DictConfig, stage: str, datamodule: Optional[FaceDataModule
     pl.seed_everything(cfg.run.seed, workers=True)
     folder = run_dir(cfg)
     dm = datamodule or FaceDataModule(cfg, stage=stage)
-    trainer = build_trainer(cfg, stage, callbacks)
+    resume = resume_path(cfg, stage, under_slurm=SLURMEnvironment.detect())
+    trainer = build_trainer(cfg, stage, callbacks, resumed=checkpoint_progress(resume) if resume else None)
     if trainer.is_global_zero:
         folder.mkdir(parents=True, exist_ok=True)
         save_config(cfg, folder)
@@ -152,12 +156,8 @@ def train_stage(cfg: DictConfig, stage: str, datamodule: Optional[FaceDataModule
         if features is not None:  # else the stage says which features are missing
             dm.attach_features(features)
     module = build_module(cfg, stage, dm.feature_dim, folder)
-    resume = resume_path(cfg, stage, under_slurm=SLURMEnvironment.detect())
-    history = read_metrics(stage_dir(cfg, stage) / "metrics.csv") if resume else []
     started = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)  # never unpickle code on resume
-    if history and trainer.is_global_zero:
-        _keep_history(stage_dir(cfg, stage) / "metrics.csv", history, resume)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     if trainer.is_global_zero and not cfg.trainer.fast_dev_run:
         ckpt = trainer.checkpoint_callback
