@@ -10,6 +10,7 @@ import time
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from antimask.config import save_config
 from antimask.data.masked import MaskedFaceDataModule
@@ -19,8 +20,8 @@ from antimask.models.segmenter import (
     load_segmenter,
     predict_regions,
 )
-from antimask.runs import results_hash, run_dir, update_manifest
-from antimask.training import build_trainer, compile_networks
+from antimask.runs import results_hash, resume_path, run_dir, update_manifest
+from antimask.training import build_trainer, checkpoint_progress, compile_networks
 
 __all__ = ["predict_regions", "train_segmenter"]  # predict_regions lives with the module: inference may not import this
 
@@ -31,14 +32,15 @@ def train_segmenter(cfg: DictConfig, datamodule: MaskedFaceDataModule | None = N
     pl.seed_everything(cfg.run.seed, workers=True)
     folder = run_dir(cfg)
     dm = datamodule or MaskedFaceDataModule(cfg)
-    trainer = build_trainer(cfg, STAGE)
+    resume = resume_path(cfg, STAGE, under_slurm=SLURMEnvironment.detect())
+    trainer = build_trainer(cfg, STAGE, resumed=checkpoint_progress(resume) if resume else None)
     if trainer.is_global_zero:
         folder.mkdir(parents=True, exist_ok=True)
         save_config(cfg, folder)
     dm.setup("fit")
     module = compile_networks(MaskSegmenterModule.from_config(cfg), cfg.trainer)
     started = time.perf_counter()
-    trainer.fit(module, datamodule=dm, weights_only=True)  # never unpickle code on resume
+    trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)  # never unpickle code on resume
     fit_seconds = round(time.perf_counter() - started, 1)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     objects = {"trainer": trainer, "module": module, "datamodule": dm}

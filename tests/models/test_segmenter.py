@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,17 @@ def test_a_short_fit_records_its_checkpoint_which_loads_weights_only(face_store,
     assert np.array_equal(predict_regions(module, faces), predict_regions(objects["best"], faces))
     with pytest.raises(StageMismatchError, match="segments 64 px faces, not 112"):
         load_segmenter(tmp_path / entry["best_checkpoint"], 112)
+
+
+def test_a_resumed_fit_goes_on_from_last_and_keeps_the_earlier_epochs_log(face_store, tmp_path):
+    train_segmenter(_cfg(face_store, tmp_path, "stages.segmenter.max_epochs=1",
+                         "stages.segmenter.limit_train_batches=2", "stages.segmenter.limit_val_batches=1"))
+    _, objects = train_segmenter(_cfg(face_store, tmp_path, "stages.segmenter.max_epochs=2", "trainer.ckpt_path=last",
+                                      "stages.segmenter.limit_train_batches=3", "stages.segmenter.limit_val_batches=1"))
+    # 2 batches of the first fit, then 3 of the second's one epoch (a fresh fit would have run 3 + 3)
+    assert objects["trainer"].current_epoch == 2 and objects["trainer"].global_step == 2 + 3
+    with open(tmp_path / "segmenter" / "metrics.csv", newline="") as fh:
+        assert [int(r["epoch"]) for r in csv.DictReader(fh) if r.get("val/loss")] == [0, 1]
 
 
 class _RunsCode:
