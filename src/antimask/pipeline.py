@@ -90,12 +90,14 @@ def train_all(cfg: DictConfig, evaluate: bool = True) -> dict:
         if finished_stage(cfg, stage) is not None:
             print(f"[train-all] {stage}: done before, skipped ({entry['best_checkpoint']})")
             continue
+        resuming = OmegaConf.merge(cfg, {"trainer": {"ckpt_path": "last"}})
         if stage == SEGMENTER:
-            print(f"[train-all] {stage}: training (model.mask_aware: predict finds each mask with it)")
-            train_segmenter(cfg)
+            print(f"[train-all] {stage}: training (model.mask_aware: predict finds each mask with it; resumes from "
+                  "its last checkpoint if one exists)")
+            train_segmenter(resuming)
         else:
             print(f"[train-all] {stage}: training (resumes from its last checkpoint if one exists)")
-            train_stage(OmegaConf.merge(cfg, {"trainer": {"ckpt_path": "last"}}), stage)
+            train_stage(resuming, stage)
     manifest = read_manifest(folder)
     rank_zero = rank_zero_only.rank == 0
     if evaluate and not cfg.trainer.fast_dev_run and rank_zero:

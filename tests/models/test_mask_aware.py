@@ -3,6 +3,7 @@ with that region blanked, the completed face is real wherever the redraw alpha i
 
 from __future__ import annotations
 
+import json
 import pytest
 import torch
 
@@ -219,6 +220,16 @@ def test_train_all_of_a_mask_aware_run_trains_its_segmenter_too_and_skips_it_the
     assert "segmenter: training" in capsys.readouterr().out
     train_all(cfg, evaluate=False)
     assert "segmenter: done before, skipped" in capsys.readouterr().out
+    # a segmenter stopped after its last checkpoint (no manifest entry yet): train-all resumes it there, so with
+    # its one epoch done nothing is trained again and last.ckpt is not rewritten (a fresh fit would rewrite it)
+    last = tmp_path / "segmenter" / "checkpoints" / "last.ckpt"
+    before = (last.stat().st_mtime_ns, last.read_bytes())
+    recorded = json.loads((tmp_path / "manifest.json").read_text())
+    del recorded["stages"]["segmenter"]
+    (tmp_path / "manifest.json").write_text(json.dumps(recorded))
+    again = train_all(cfg, evaluate=False)["stages"]["segmenter"]
+    assert "segmenter: training" in capsys.readouterr().out and again["status"] == "done"
+    assert (last.stat().st_mtime_ns, last.read_bytes()) == before and again["global_step"] == entry["global_step"]
     # a second run that reuses all four (run.reuse.segmenter too) trains nothing and copies each checkpoint
     second = tmp_path / "reuser"
     reuse = [f"run.reuse.{s}={tmp_path}" for s in ("face_decoder", "mask_decoder", "encoder", "segmenter")]
