@@ -238,10 +238,7 @@ def bench_stage(name: str, stage: str, cfg, sizes: dict, note: str) -> list[dict
              "note": f"{where}: train_stage (store, loader, Trainer)"},
             {"name": f"{base}/plain_loop", "value": round(plain, 1), "unit": "samples/s",
              "note": f"{where}: the same module and loader in a hand-written loop"}]
-    if peak is not None:
-        rows.append({"name": f"{base}/peak_memory", "value": round(peak, 1), "unit": "MiB",
-                     "note": f"{note}: torch.cuda.max_memory_allocated over train_stage"})
-    return rows
+    return rows + _peak_rows(base, peak, note)
 
 
 def bench_switch(name: str, cfg, sizes: dict, note: str) -> list[dict]:
@@ -253,10 +250,13 @@ def bench_switch(name: str, cfg, sizes: dict, note: str) -> list[dict]:
              f"train_stage, every default but this switch (compare mask_decoder_{cfg.data.image_size}px/batch{batch}"
              "/antimask_train)")
     rows = [{"name": base, "value": round(timer.rate(), 1), "unit": "samples/s", "note": where}]
-    if peak is not None:
-        rows.append({"name": f"{base}/peak_memory", "value": round(peak, 1), "unit": "MiB",
-                     "note": f"{note}: torch.cuda.max_memory_allocated over train_stage"})
-    return rows
+    return rows + _peak_rows(base, peak, note)
+
+
+def _peak_rows(base: str, peak: float | None, note: str) -> list[dict]:
+    """The peak GPU memory row of a train_stage measurement (none on the CPU)."""
+    return [] if peak is None else [{"name": f"{base}/peak_memory", "value": round(peak, 1), "unit": "MiB",
+                                     "note": f"{note}: torch.cuda.max_memory_allocated over train_stage"}]
 
 
 # ------------------------------------------------------------------------------------------------- run

@@ -10,7 +10,6 @@ import time
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
-from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from antimask.config import save_config
 from antimask.data.masked import MaskedFaceDataModule
@@ -20,8 +19,8 @@ from antimask.models.segmenter import (
     load_segmenter,
     predict_regions,
 )
-from antimask.runs import results_hash, resume_path, run_dir, update_manifest
-from antimask.training import build_trainer, checkpoint_progress, compile_networks
+from antimask.runs import results_hash, run_dir, update_manifest
+from antimask.training import compile_networks, stage_trainer
 
 __all__ = ["predict_regions", "train_segmenter"]  # predict_regions lives with the module: inference may not import this
 
@@ -32,8 +31,7 @@ def train_segmenter(cfg: DictConfig, datamodule: MaskedFaceDataModule | None = N
     pl.seed_everything(cfg.run.seed, workers=True)
     folder = run_dir(cfg)
     dm = datamodule or MaskedFaceDataModule(cfg)
-    resume = resume_path(cfg, STAGE, under_slurm=SLURMEnvironment.detect())
-    trainer = build_trainer(cfg, STAGE, resumed=checkpoint_progress(resume) if resume else None)
+    trainer, resume = stage_trainer(cfg, STAGE)
     if trainer.is_global_zero:
         folder.mkdir(parents=True, exist_ok=True)
         save_config(cfg, folder)

@@ -118,6 +118,13 @@ def checkpoint_progress(path: str) -> tuple[int, int]:
     return int(ckpt["epoch"]), int(loop.get("_batches_that_stepped", ckpt["global_step"]))
 
 
+def stage_trainer(cfg: DictConfig, stage: str, callbacks: Optional[list] = None) -> tuple[pl.Trainer, Optional[str]]:
+    """The stage's Trainer and the checkpoint its fit resumes from (``trainer.ckpt_path``, or SLURM's hpc
+    checkpoint; None for a fresh fit), with the stage's log kept up to that checkpoint."""
+    resume = resume_path(cfg, stage, under_slurm=SLURMEnvironment.detect())
+    return build_trainer(cfg, stage, callbacks, resumed=checkpoint_progress(resume) if resume else None), resume
+
+
 def wait_until(ready: Callable[[], bool], what: str, timeout: float = 6 * 3600, poll: float = 2.0) -> None:
     deadline = time.time() + timeout
     while not ready():
@@ -141,8 +148,7 @@ def train_stage(cfg: DictConfig, stage: str, datamodule: Optional[FaceDataModule
     pl.seed_everything(cfg.run.seed, workers=True)
     folder = run_dir(cfg)
     dm = datamodule or FaceDataModule(cfg, stage=stage)
-    resume = resume_path(cfg, stage, under_slurm=SLURMEnvironment.detect())
-    trainer = build_trainer(cfg, stage, callbacks, resumed=checkpoint_progress(resume) if resume else None)
+    trainer, resume = stage_trainer(cfg, stage, callbacks)
     if trainer.is_global_zero:
         folder.mkdir(parents=True, exist_ok=True)
         save_config(cfg, folder)
