@@ -5,7 +5,6 @@ Every multi-process run is a real `python -m antimask` subprocess (gloo, strateg
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -267,12 +266,6 @@ def test_sigusr1_saves_an_hpc_checkpoint_requeues_and_the_next_job_resumes(small
     assert "hpc_ckpt_1.ckpt" in again.stdout + again.stderr, "the requeued run did not restore the hpc checkpoint"
     entry = read_manifest(run)["stages"]["mask_decoder"]
     assert entry["global_step"] > hpc["global_step"] and entry["epochs"] == target
-    # one log across both jobs: every epoch's validation once, from the first, and no step logged twice
-    with open(stage / "metrics.csv") as fh:
-        rows = list(csv.DictReader(fh))
-    assert [int(r["epoch"]) for r in rows if r.get("val/loss")] == list(range(target))
-    steps = [int(r["step"]) for r in rows if r.get("train/loss_step")]
-    assert steps and len(steps) == len(set(steps)), steps
 
 
 # ---- GPU benchmark on a machine without one ------------------------------------------------------------------

@@ -126,13 +126,14 @@ def test_a_resumed_log_is_cut_to_the_checkpoints_rows_in_place_and_new_rows_are_
     logged = [{"epoch": 0 if s < 4 else 1, "step": s, "train/loss_step": 1.0 / s} for s in range(1, 7)]
     logged.insert(3, {"epoch": 0, "step": 3, "val/loss": 0.5})
     write(logged)
-    # a mid-epoch (SLURM hpc) checkpoint of epoch 1 after step 5: step 6 was logged after it and is done again
+    # a mid-epoch (SLURM hpc) checkpoint of epoch 1 with 5 batches stepped: the rows at steps 5 and 6 were logged
+    # after it, and the resumed fit logs its first batch at step 5
     logger = StageCSVLogger(str(tmp_path), resumed=(1, 5))
-    logger.log_metrics({"train/loss_step": 0.25, "epoch": 1, "lr": 1e-4}, step=6)  # lr: a column not seen before
+    logger.log_metrics({"train/loss_step": 0.25, "epoch": 1, "lr": 1e-4}, step=5)  # lr: a column not seen before
     logger.save()
     with open(tmp_path / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [(int(r["epoch"]), int(r["step"])) for r in rows] == [(0, 1), (0, 2), (0, 3), (0, 3), (1, 4), (1, 5), (1, 6)]
+    assert [(int(r["epoch"]), int(r["step"])) for r in rows] == [(0, 1), (0, 2), (0, 3), (0, 3), (1, 4), (1, 5)]
     assert rows[3]["val/loss"] == "0.5" and rows[-1]["train/loss_step"] == "0.25" and rows[-1]["lr"] == "0.0001"
     assert rows[0]["lr"] == "" and list(rows[0]) == sorted(rows[0])
     # a fresh fit (nothing resumed) starts the log afresh, as Lightning's does

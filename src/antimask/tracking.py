@@ -17,9 +17,12 @@ from antimask.runs import read_metrics, run_dir, stage_dir
 
 class _ResumedWriter(ExperimentWriter):
     """Lightning's CSV writer, except that a resumed fit's metrics.csv is cut in place to the rows its checkpoint
-    holds (``resumed``: the checkpoint's epoch and logged step; rows up to both) and the new rows are appended
-    after them. Lightning's writer deletes the file when the fit starts, so a resumed fit stopped again before
-    its end (a second SLURM preemption, a crash) lost every epoch before the resume."""
+    holds and the new rows are appended after them. ``resumed``: the checkpoint's epoch and logged step (the
+    loop's count of batches that stepped); the rows kept are those of its epoch or earlier logged before that
+    step: a batch's row is written before the count goes up, and the resumed fit logs its first batch at the
+    checkpoint's count, so a row at that step came after the checkpoint (a SLURM hpc checkpoint taken between the
+    two). Lightning's writer deletes the file when the fit starts, so a resumed fit stopped again before its end
+    (a second SLURM preemption, a crash) lost every epoch before the resume."""
 
     def __init__(self, log_dir: str, resumed: Optional[tuple[int, int]]) -> None:
         self.resumed = resumed
@@ -31,7 +34,7 @@ class _ResumedWriter(ExperimentWriter):
             return super()._check_log_dir_exists()
         epoch, step = self.resumed
         kept = [r for r in read_metrics(path) if r.get("epoch") not in ("", None) and int(r["epoch"]) <= epoch
-                and r.get("step") not in ("", None) and int(r["step"]) <= step]
+                and r.get("step") not in ("", None) and int(r["step"]) < step]
         if not kept:
             return super()._check_log_dir_exists()
         header = sorted({k for r in kept for k in r if k is not None})  # Lightning keeps its columns sorted
