@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from antimask.data.sample import write_sample
 from antimask.data.store import open_store
@@ -88,9 +89,14 @@ def test_rerun_after_the_schema_grew_skips_only_when_the_new_keys_keep_their_def
         assert proc.returncode != 0 and "trained with another config" in proc.stderr, proc.stderr[-3000:]
 
 
-def test_predict_settings_do_not_count_as_training_config_even_for_stages_hashed_with_them(sample_run, tmp_path):
-    """Stages finished before 2026-11-30 hashed the predict-time keys too (predict.*, masks.face_threshold):
-    such a run is still done for a rerun that changes only those, and not for one that changes a stage."""
+@pytest.mark.parametrize("era, changed", [
+    (2, ("predict.verify_faces=true", "masks.face_threshold=0.2")),
+    (1, ("augment.chunk_mb=64", "prepare.chunk=16", "backbone.batch_size=8")),
+], ids=["predict_keys", "memory_keys"])
+def test_keys_that_stopped_counting_do_not_count_even_for_stages_hashed_with_them(sample_run, tmp_path, era, changed):
+    """Stages finished before a key left the training config carry a hash over it (predict.* and
+    masks.face_threshold until the 4th session of 2026-11-30; the memory and batching keys until the 7th): such a
+    run is still done for a rerun that changes only those, and not for one that changes a stage."""
     import json
     import shutil
 
@@ -98,18 +104,19 @@ def test_predict_settings_do_not_count_as_training_config_even_for_stages_hashed
 
     from antimask.runs import results_hash
 
-    run = tmp_path / "hashed_with_predict"
+    run = tmp_path / f"hashed_in_era_{era}"
     shutil.copytree(sample_run, run)
     saved = OmegaConf.load(run / "config.yaml")
-    before = results_hash(saved, before=True)
+    before = results_hash(saved, era)
     assert before != results_hash(saved)
-    assert results_hash(OmegaConf.merge(saved, {"predict": {"verify_faces": True}})) == results_hash(saved)
+    for word in changed:
+        assert results_hash(OmegaConf.merge(saved, OmegaConf.from_dotlist([word]))) == results_hash(saved), word
     manifest = json.loads((run / "manifest.json").read_text())
     for entry in manifest["stages"].values():
         entry["config_hash"] = before
     (run / "manifest.json").write_text(json.dumps(manifest))
     store = Path(read_manifest(sample_run)["store"])
-    proc = _train_all(run, store, *FAST, "--no-eval", "predict.verify_faces=true", "masks.face_threshold=0.2")
+    proc = _train_all(run, store, *FAST, "--no-eval", *changed)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("done before, skipped") == 3
     proc = _train_all(run, store, *FAST, "--no-eval", "stages.encoder.lr=0.5")
@@ -173,6 +180,26 @@ def test_ablations_train_beside_the_main_run_into_one_table(sample_run):
         "the finished main run is reused, not retrained"
 
 
+def test_each_ablation_is_the_main_runs_config_with_its_one_change(tmp_path):
+    """`antimask ablations --config FILE`: the ablations train with FILE too, so the table compares like with like
+    (they were built on default.yaml whatever the main run used)."""
+    from antimask.ablations import ABLATIONS, ablation_config
+    from antimask.config import load_config
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(f"defaults: [{REPO / 'experiments' / 'default.yaml'}]\ndata:\n  image_size: 96\n"
+                    "stages:\n  mask_decoder:\n    lr: 0.01\n")
+    main = load_config(mine, ["model.texture_weight=50"])
+    changed = {"no_landmarks": ("model.use_landmarks", False), "full_face": ("model.full_face", True),
+               "no_morph": ("data.use_morphs", False)}
+    for name in ABLATIONS:
+        cfg = ablation_config(name, mine, ["model.texture_weight=50"], "elsewhere/store", tmp_path / name)
+        key, value = changed[name]
+        assert OmegaConf.select(cfg, key) == value != OmegaConf.select(main, key)
+        assert cfg.data.image_size == 96 and cfg.stages.mask_decoder.lr == 0.01 and cfg.model.texture_weight == 50
+        assert cfg.data.store == "elsewhere/store" and cfg.run.dir == str(tmp_path / name)
+
+
 def test_improvements_reuse_the_paper_run_and_share_one_table(sample_run):
     """`antimask ablations --improved`: the improved run and each change train only what they change."""
     from antimask.ablations import run_improvements
@@ -214,6 +241,37 @@ def test_reuse_refuses_a_run_of_another_face_size(sample_run, tmp_path):
                                                               "data.image_size=32"])
     with pytest.raises(ManifestError, match="data.image_size=64, this run 32"):
         reuse_stage(cfg, "encoder", sample_run)
+
+
+def test_train_all_does_not_replace_a_stage_with_another_runs_copy(sample_run, tmp_path):
+    """run.reuse names the run a stage is copied from; naming another one later, or naming one for a stage trained
+    in this run, is refused (the later stages were built on what is there) and nothing is copied."""
+    import shutil
+
+    from antimask.config import load_config
+    from antimask.pipeline import train_all
+    from antimask.runs import ManifestError, reuse_stage
+
+    store = read_manifest(sample_run)["store"]
+    other = tmp_path / "other"
+    shutil.copytree(sample_run, other)
+
+    def cfg(run: Path, source: Path):
+        return load_config(REPO / "experiments" / "default.yaml", [f"data.store={store}", f"run.dir={run}",
+                                                                  f"run.reuse.face_decoder={source}", *FAST])
+
+    reused = tmp_path / "reused"
+    reuse_stage(cfg(reused, sample_run), "face_decoder", sample_run)
+    before = (reused / "face_decoder" / "checkpoints" / "best.ckpt").read_bytes()
+    with pytest.raises(ManifestError, match=f"reused from {sample_run}, and run.reuse.face_decoder now names"):
+        train_all(cfg(reused, other), evaluate=False)
+    assert read_manifest(reused)["stages"]["face_decoder"]["reused_from"] == str(sample_run)
+    trained = tmp_path / "trained"
+    shutil.copytree(sample_run, trained)
+    with pytest.raises(ManifestError, match="was trained in this run"):
+        train_all(cfg(trained, other), evaluate=False)
+    assert "reused_from" not in read_manifest(trained)["stages"]["face_decoder"]
+    assert (reused / "face_decoder" / "checkpoints" / "best.ckpt").read_bytes() == before
 
 
 def test_a_run_trained_with_relative_paths_is_evaluated_and_used_from_any_folder(sample_run, tmp_path):

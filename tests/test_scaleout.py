@@ -174,6 +174,24 @@ def test_train_all_on_the_embedded_sample_under_ddp(tmp_path):
     assert len(list((run / "wandb").glob("offline-run-*"))) == 3, "one W&B run per stage, from rank 0 only"
 
 
+def test_waiting_ranks_see_a_store_without_this_backbones_features_as_not_prepared(small_photos, small_store, tmp_path):
+    """Ranks 1.. start training once is_prepared says so: a store prepared for another backbone (or before rank 0
+    cached the features) must not count, or they stop on 'no cached features' while rank 0 computes them."""
+    import shutil
+
+    from antimask.backbones import backbone_from_config, cached_features
+    from antimask.data.store import open_store
+    from antimask.pipeline import is_prepared
+
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    shutil.rmtree(store / "features")
+    cfg = load_config(DEFAULT, small_words(small_photos, store, tmp_path / "run"))
+    assert not is_prepared(cfg)
+    cached_features(open_store(store), backbone_from_config(cfg), progress=False)
+    assert is_prepared(cfg)
+
+
 def test_resume_last_prefers_a_newer_hpc_checkpoint(tmp_path):
     from antimask.runs import resume_path
 
@@ -187,6 +205,11 @@ def test_resume_last_prefers_a_newer_hpc_checkpoint(tmp_path):
     assert resume_path(cfg, "encoder") == str(hpc), "requeued mid-epoch after the last epoch-end checkpoint"
     os.utime(last, (400, 400))
     assert resume_path(cfg, "encoder") == str(last)
+    # a fit started afresh beside an earlier fit's checkpoints writes last-v1.ckpt: the newest is resumed
+    versioned = folder / "checkpoints" / "last-v1.ckpt"
+    versioned.write_bytes(b"")
+    os.utime(versioned, (500, 500))
+    assert resume_path(cfg, "encoder") == str(versioned)
 
 
 def test_ddp_metrics_match_one_process_on_the_same_global_batch(small_photos, small_store, tmp_path):

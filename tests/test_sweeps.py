@@ -74,3 +74,10 @@ def test_one_local_point_runs_end_to_end_into_the_table(small_photos, small_stor
     assert name in table and "mask_decoder:val/loss" in table
     assert (out / "evaluation.md").exists(), "combine_tables' side-by-side report of the evaluated points"
     assert str(out / "results.md") in capsys.readouterr().out
+
+
+def test_a_null_sweep_value_is_the_schemas_none():
+    """A sweep over data.split_row with null (the face size's default row) must reach the config as None."""
+    assert override_value(None) == "null"
+    assert load_config(None, [f"data.split_row={override_value(None)}"]).data.split_row is None
+    assert load_config(None, [f"data.split_row={override_value(40)}"]).data.split_row == 40

@@ -93,6 +93,27 @@ class _FailsAtEpoch(pl.Callback):
             raise RuntimeError(f"stopped at epoch {self.epoch}")
 
 
+def test_train_all_resumes_an_interrupted_stage_only_under_the_config_it_started_with(utk_photos, utk_store,
+                                                                                      tmp_path):
+    from antimask.pipeline import train_all
+    from antimask.runs import results_hash
+
+    fast = ["stages.face_decoder.max_epochs=2", "stages.mask_decoder.max_epochs=1", "stages.encoder.max_epochs=1"]
+    started = _cfg(utk_photos, utk_store, tmp_path, *fast)
+    with pytest.raises(RuntimeError, match="stopped at epoch 1"):
+        training.train_stage(started, "face_decoder", callbacks=[_FailsAtEpoch(1)])
+    last = tmp_path / "face_decoder" / "checkpoints" / "last.ckpt"
+    assert training.checkpoint_results_hash(last) == results_hash(started)
+    # the checkpoint's optimiser would keep the old lr, and the manifest would say the new one trained the stage
+    with pytest.raises(ManifestError, match="interrupted while training with another config"):
+        train_all(_cfg(utk_photos, utk_store, tmp_path, *fast, "stages.face_decoder.lr=0.1"), evaluate=False)
+    assert "face_decoder" not in read_manifest(tmp_path).get("stages", {})
+    train_all(_cfg(utk_photos, utk_store, tmp_path, *fast, "trainer.log_every_n_steps=7"), evaluate=False)
+    entry = read_manifest(tmp_path)["stages"]["face_decoder"]
+    assert entry["epochs"] == 2 and entry["config_hash"] == results_hash(started)
+    assert len(_val_losses(tmp_path, "face_decoder")) == 2, "resumed at epoch 1, not trained again from 0"
+
+
 @pytest.mark.parametrize("model", [[], ["model.adversarial_weight=1.0", "model.discriminator_width=8"]],
                          ids=["paper", "adversarial"])  # two optimisers: global_step is twice the logged step
 def test_a_resumed_run_that_stops_again_keeps_every_logged_epoch(utk_photos, utk_store, tmp_path, model):

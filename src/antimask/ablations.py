@@ -7,10 +7,11 @@ ablation is an experiment file in ``experiments/ablations/`` (and each change of
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from antimask.backbones import WeightsError
 from antimask.config import load_config
@@ -19,6 +20,29 @@ from antimask.pipeline import train_all
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 ABLATIONS = ("no_landmarks", "full_face", "no_morph")
+
+
+def ablation_change(name: str) -> list[str]:
+    """The ``key=value`` overrides an ablation file makes (what it changes; not its base or its run folder)."""
+    path = EXPERIMENTS / "ablations" / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown ablation '{name}'; one of {', '.join(ABLATIONS)} ({path.parent})")
+
+    def leaves(node: dict, prefix: str = "") -> list[str]:
+        return [item for key, value in node.items()
+                for item in (leaves(value, f"{prefix}{key}.") if isinstance(value, dict)
+                             else [f"{prefix}{key}={json.dumps(value)}"])]
+
+    changes = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    return leaves({key: value for key, value in changes.items() if key not in ("defaults", "run")})
+
+
+def ablation_config(name: str, config_file: Optional[str | Path], overrides: list[str], store: str,
+                    folder: Path) -> DictConfig:
+    """The main run's config (its experiment file, when given, and the overrides) with the ablation's one change,
+    on the main run's store, into ``folder``."""
+    return load_config(config_file or EXPERIMENTS / "default.yaml",
+                       [f"data.store={store}", f"run.dir={folder}", *overrides, *ablation_change(name)])
 
 
 def run_ablations(config_file: Optional[str | Path] = None, overrides: Optional[list[str]] = None,
@@ -30,8 +54,7 @@ def run_ablations(config_file: Optional[str | Path] = None, overrides: Optional[
     train_all(main, evaluate=False)
     runs = {}
     for name in names:
-        cfg = load_config(EXPERIMENTS / "ablations" / f"{name}.yaml",
-                          [f"data.store={main.data.store}", f"run.dir={root / name}", *overrides])
+        cfg = ablation_config(name, config_file, overrides, main.data.store, root / name)
         train_all(cfg, evaluate=False)
         runs[name] = cfg.run.dir
     result = evaluate_run(main.run.dir, name="ablations", extra_runs=runs)

@@ -65,6 +65,9 @@ def cmd_train_all(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    bad = [item for item in args.with_runs or [] if "=" not in item or not item.split("=", 1)[0]]
+    if bad:
+        raise ConfigError(f"--with {bad[0]}: give NAME=RUN_DIR (the name its rows get in the report)")
     run_config(args.run_dir, args.overrides)  # a missing run or a bad override says so before torch loads
     extra = dict(item.split("=", 1) for item in args.with_runs or [])
     if args.masked:

@@ -5,21 +5,38 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
-from antimask.backbones import backbone_from_config, cached_features, create_backbone, to_training_device
+from antimask.backbones import (
+    backbone_from_config,
+    cached_features,
+    create_backbone,
+    feature_key,
+    features_dir,
+    to_training_device,
+)
 from antimask.config import SEGMENTER, STAGES
 from antimask.data.augment import augment_store
 from antimask.data.prepare import prepare_store, sample_sources
 from antimask.data.resized import build_resized_cache, cache_valid
 from antimask.data.store import StoreError, open_store
 from antimask.evaluation.evaluate import evaluate_run
-from antimask.runs import finished_stage, read_manifest, reuse_stage, run_dir
+from antimask.runs import (
+    ManifestError,
+    finished_stage,
+    read_manifest,
+    resume_path,
+    reuse_stage,
+    run_dir,
+    stage_dir,
+    trained_with,
+)
 from antimask.segmentation import train_segmenter as fit_segmenter
+from antimask.training import checkpoint_results_hash, wait_until
 from antimask.training import train_stage as fit_stage
-from antimask.training import wait_until
 
 
 def _uses_morphs(cfg: DictConfig) -> bool:
@@ -42,21 +59,37 @@ def prepare_data(cfg: DictConfig) -> None:
     build_resized_cache(store, int(cfg.data.image_size))
 
 
+def prepared_check(cfg: DictConfig) -> Callable[[], bool]:
+    """Whether prepare_data has finished, as a check the ranks that wait for rank 0 poll: the store, its morphs,
+    this backbone's features (a store prepared for another backbone is not ready) and the resized faces. The
+    backbone is built once, at the first poll that finds the store."""
+    backbone = []
+
+    def ready() -> bool:
+        try:
+            store = open_store(cfg.data.store)
+        except StoreError:
+            return False
+        if _uses_morphs(cfg) and not store.num_morphs:
+            return False
+        if not backbone:
+            backbone.append(backbone_from_config(cfg))
+        if not (features_dir(store) / f"{feature_key(store, backbone[0])}.npy").is_file():
+            return False
+        size = int(cfg.data.image_size)
+        return size == store.image_size or cache_valid(store, size)
+
+    return ready
+
+
 def is_prepared(cfg: DictConfig) -> bool:
-    """Whether prepare_data has finished (for ranks that wait for rank 0 before opening the data)."""
-    try:
-        store = open_store(cfg.data.store)
-    except StoreError:
-        return False
-    if _uses_morphs(cfg) and not store.num_morphs:
-        return False
-    size = int(cfg.data.image_size)
-    return size == store.image_size or cache_valid(store, size)
+    """Whether prepare_data has finished (one poll of ``prepared_check``)."""
+    return prepared_check(cfg)()
 
 
 def train_stage(cfg: DictConfig, stage: str, datamodule=None) -> tuple[dict, dict]:
     """`antimask train STAGE`: prepare what is missing (rank 0; the other ranks wait), then fit the stage."""
-    return fit_stage(cfg, stage, datamodule, prepare=lambda: prepare_data(cfg), is_prepared=lambda: is_prepared(cfg))
+    return fit_stage(cfg, stage, datamodule, prepare=lambda: prepare_data(cfg), is_prepared=prepared_check(cfg))
 
 
 def train_segmenter(cfg: DictConfig) -> tuple[dict, dict]:
@@ -65,8 +98,42 @@ def train_segmenter(cfg: DictConfig) -> tuple[dict, dict]:
     if rank_zero_only.rank == 0:
         prepare_data(cfg)
     else:
-        wait_until(lambda: is_prepared(cfg), f"rank 0 to prepare {cfg.data.store}")
+        wait_until(prepared_check(cfg), f"rank 0 to prepare {cfg.data.store}")
     return fit_segmenter(cfg)
+
+
+def _reuse(cfg: DictConfig, stage: str, entry: dict) -> bool:
+    """run.reuse.<stage>: copy the other run's stage in (global rank 0; the other ranks wait for its manifest
+    entry); False when it was copied before (train-all goes on to skip it). A stage trained here, or copied from
+    another run than the one named now, is not replaced: that would change what the later stages were built on."""
+    source = Path(cfg.run.reuse[stage])
+    manifest = run_dir(cfg) / "manifest.json"
+    if entry.get("reused_from"):
+        if Path(entry["reused_from"]).resolve() != source.resolve():
+            raise ManifestError(f"{manifest}: stage '{stage}' was reused from {entry['reused_from']}, and "
+                                f"run.reuse.{stage} now names {source}; use a new run.dir, or delete "
+                                f"{stage_dir(cfg, stage)} to reuse the other")
+        return False
+    if entry.get("status") == "done":
+        raise ManifestError(f"{manifest}: stage '{stage}' was trained in this run; run.reuse.{stage}={source} would "
+                            f"replace it; use a new run.dir, or delete {stage_dir(cfg, stage)} to reuse {source}")
+    if rank_zero_only.rank == 0:
+        reuse_stage(cfg, stage, source)
+    else:
+        wait_until(lambda: read_manifest(run_dir(cfg)).get("stages", {}).get(stage, {}).get("reused_from"),
+                   f"rank 0 to copy stage '{stage}' from {source}")
+    return True
+
+
+def _check_interrupted(cfg: DictConfig, stage: str) -> None:
+    """An interrupted stage resumes only under the config it was started with: its checkpoint holds that
+    config's optimiser state (its lr, its schedule), and the manifest would record the new config for it."""
+    checkpoint = resume_path(cfg, stage)
+    stamp = checkpoint_results_hash(checkpoint) if checkpoint else None
+    if stamp is not None and not trained_with(cfg, run_dir(cfg), stamp):
+        raise ManifestError(f"{checkpoint}: stage '{stage}' was interrupted while training with another config; "
+                            f"use a new run.dir, delete {stage_dir(cfg, stage)} to retrain it, or go on with the "
+                            f"config it started with")
 
 
 def train_all(cfg: DictConfig, evaluate: bool = True) -> dict:
@@ -84,13 +151,13 @@ def train_all(cfg: DictConfig, evaluate: bool = True) -> dict:
     # without its segmenter a mask-aware run can only redraw the paper's rows: it is trained (or reused) last
     for stage in (*STAGES, SEGMENTER) if cfg.model.mask_aware else STAGES:
         entry = read_manifest(folder).get("stages", {}).get(stage, {})
-        if stage in cfg.run.reuse and not entry.get("reused_from"):
-            reuse_stage(cfg, stage, Path(cfg.run.reuse[stage]))
+        if stage in cfg.run.reuse and _reuse(cfg, stage, entry):
             continue
         if finished_stage(cfg, stage) is not None:
             print(f"[train-all] {stage}: done before, skipped ({entry['best_checkpoint']})")
             continue
         resuming = OmegaConf.merge(cfg, {"trainer": {"ckpt_path": "last"}})
+        _check_interrupted(resuming, stage)
         if stage == SEGMENTER:
             print(f"[train-all] {stage}: training (model.mask_aware: predict finds each mask with it; resumes from "
                   "its last checkpoint if one exists)")

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from antimask.config import SEGMENTER, STAGES, apply_overrides, config_hash, load_config, save_config, schema
 from antimask.errors import AntimaskError
-from antimask.files import atomic_write_json, read_json
+from antimask.files import atomic_path, atomic_write_json, read_json
 
 
 class ManifestError(AntimaskError, RuntimeError):
@@ -141,9 +141,9 @@ def resume_path(cfg: DictConfig, stage: str, under_slurm: bool = False) -> Optio
         # Lightning restores hpc_ckpt_N.ckpt itself when ckpt_path is None under SLURM; say so explicitly.
         return str(hpc[-1]) if hpc and under_slurm else None
     if wanted == "last":
-        last = folder / "checkpoints" / "last.ckpt"
-        found = [p for p in (hpc[-1:] + [last]) if p.exists()]
-        # A requeued job's hpc checkpoint is written mid-epoch, after the last epoch-end last.ckpt.
+        # last-v1.ckpt, ...: Lightning's name for the last checkpoint of a fit started afresh in a folder that
+        # already held one; a requeued job's hpc checkpoint is written mid-epoch, after the last epoch-end one.
+        found = hpc[-1:] + sorted((folder / "checkpoints").glob("last*.ckpt"))
         return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
     if wanted == "hpc":
         return str(hpc[-1]) if hpc else None
@@ -167,17 +167,24 @@ _NOT_RESULTS = ("trainer.ckpt_path", "trainer.devices", "trainer.num_nodes", "tr
                 "data.device_memory_fraction", "prepare.workers", "augment.workers", "wandb", "run.name",
                 "run.reuse", "run.dir", "eval", "backbone.workers", "trainer.cudnn_benchmark", "trainer.channels_last",
                 "trainer.compile", "trainer.compile_mode", "predict", "masks.face_threshold",
+                # memory and batching of steps whose outputs are cached and checked by their own digests
+                "augment.chunk_mb", "prepare.chunk", "backbone.batch_size",
                 *(f"stages.{stage}.fused_adam" for stage in (*STAGES, SEGMENTER)))
-# ... of which these counted until 2026-11-30 (only predict reads them): stages finished before carry hashes over them
-_RESULTS_BEFORE = ("predict", "masks.face_threshold")
+# Keys of _NOT_RESULTS that counted in earlier versions, newest change first: the hash of era N (1, 2, ...) counts
+# the keys of the first N groups. Stages finished then carry such a hash; they still count as trained with a
+# config that differs only in keys that no longer count.
+_COUNTED_BEFORE = (("augment.chunk_mb", "prepare.chunk", "backbone.batch_size"),  # until 2026-11-30, 7th session
+                   ("predict", "masks.face_threshold"))  # until 2026-11-30, 4th session
+HASH_ERAS = len(_COUNTED_BEFORE) + 1
 
 
-def results_hash(cfg: DictConfig, before: bool = False) -> str:
-    """The hash of the keys that change what a stage learns; ``before``: as stages finished before 2026-11-30
-    computed it (the predict-time keys of _RESULTS_BEFORE counted then)."""
+def results_hash(cfg: DictConfig, era: int = 0) -> str:
+    """The hash of the keys that change what a stage learns; ``era`` N > 0: as stages finished before the N newest
+    changes of _NOT_RESULTS computed it (the keys of _COUNTED_BEFORE's first N groups counted then)."""
+    counted = {key for group in _COUNTED_BEFORE[:era] for key in group}
     plain = OmegaConf.to_container(cfg, resolve=True)
     for key in _NOT_RESULTS:
-        if before and key in _RESULTS_BEFORE:
+        if key in counted:
             continue
         *parents, leaf = key.split(".")
         holder = plain
@@ -188,13 +195,13 @@ def results_hash(cfg: DictConfig, before: bool = False) -> str:
 
 
 def _trained_before_new_keys(cfg: DictConfig, folder: Path, trained_hash: str) -> bool:
-    """A stage finished before keys were added to the schema has a hash over fewer keys (or, before
-    2026-11-30, over the predict-time keys too). It still counts as trained with ``cfg`` when the run's saved
+    """A stage finished before keys were added to the schema has a hash over fewer keys (or, in an earlier era
+    of _NOT_RESULTS, over keys that no longer count). It still counts as trained with ``cfg`` when the run's saved
     config is the one it was trained with (same hash, either way), ``cfg`` agrees with it on every
     results key it has, and leaves each key it lacks at the schema's default."""
     path = folder / "config.yaml"
     saved = OmegaConf.load(path) if path.is_file() else None
-    if saved is None or trained_hash not in (results_hash(saved), results_hash(saved, before=True)):
+    if saved is None or trained_hash not in {results_hash(saved, era) for era in range(HASH_ERAS)}:
         return False
 
     def restrict(mine: dict, theirs: dict, default: dict) -> Optional[dict]:
@@ -217,6 +224,11 @@ def _trained_before_new_keys(cfg: DictConfig, folder: Path, trained_hash: str) -
     return kept is not None and results_hash(OmegaConf.create(kept)) == results_hash(saved)
 
 
+def trained_with(cfg: DictConfig, folder: Path, trained_hash: Optional[str]) -> bool:
+    """Whether a stage (or checkpoint) with ``trained_hash`` counts as trained with ``cfg``."""
+    return trained_hash == results_hash(cfg) or _trained_before_new_keys(cfg, folder, trained_hash)
+
+
 def finished_stage(cfg: DictConfig, stage: str) -> Optional[dict]:
     """The manifest entry of ``stage`` when it finished with this config (None when it has not finished);
     a ManifestError when it finished with another config."""
@@ -224,8 +236,7 @@ def finished_stage(cfg: DictConfig, stage: str) -> Optional[dict]:
     entry = read_manifest(folder).get("stages", {}).get(stage, {})
     if entry.get("status") != "done":
         return None
-    trained = entry.get("config_hash")
-    if trained != results_hash(cfg) and not _trained_before_new_keys(cfg, folder, trained):
+    if not trained_with(cfg, folder, entry.get("config_hash")):
         raise ManifestError(f"{folder / 'manifest.json'}: stage '{stage}' was trained with another config; use a new "
                             f"run.dir, or delete {folder / stage} to retrain it")
     return entry
@@ -257,10 +268,11 @@ def reuse_stage(cfg: DictConfig, stage: str, source: Path) -> dict:
     target = stage_dir(cfg, stage)
     (target / "checkpoints").mkdir(parents=True, exist_ok=True)
     copied = target / "checkpoints" / "best.ckpt"
-    shutil.copy2(best, copied.with_suffix(".ckpt.part"))
-    copied.with_suffix(".ckpt.part").replace(copied)
+    with atomic_path(copied) as tmp:
+        shutil.copy2(best, tmp)
     if (source / stage / "metrics.csv").is_file():
-        shutil.copy2(source / stage / "metrics.csv", target / "metrics.csv")
+        with atomic_path(target / "metrics.csv") as tmp:
+            shutil.copy2(source / stage / "metrics.csv", tmp)
     entry.update(best_checkpoint=os.path.relpath(copied, folder), last_checkpoint=os.path.relpath(copied, folder),
                  reused_from=str(source), config_hash=results_hash(cfg))
     save_config(cfg, folder)

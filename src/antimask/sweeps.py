@@ -99,6 +99,8 @@ def sweep_points(sweep: dict, max_runs: Optional[int] = None, seed: int = 0) -> 
 
 
 def override_value(value: Any) -> str:
+    if value is None:  # a sweep's null: the schema's None (data.split_row=null), not the text "None"
+        return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):

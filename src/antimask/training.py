@@ -45,6 +45,30 @@ def _plugins() -> list:
     return []
 
 
+class ConfigStamp(pl.Callback):
+    """Writes the results hash of the config a stage runs under into each of its checkpoints (last, best, SLURM's
+    hpc), so train-all can tell whether an interrupted stage may be resumed under the config it has now."""
+
+    def __init__(self, results_hash: str):
+        self.results_hash = results_hash
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint[STAMP_KEY] = {"results_hash": self.results_hash}
+
+
+STAMP_KEY = "antimask"
+
+
+def checkpoint_results_hash(path: str | Path) -> Optional[str]:
+    """The results hash a checkpoint was written under (ConfigStamp); None for a checkpoint from before the stamp,
+    or one torch cannot read (the resumed fit then says what is wrong with it)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - unreadable for any reason: Lightning's own load reports it
+        return None
+    return (ckpt.get(STAMP_KEY) or {}).get("results_hash")
+
+
 def _strategy(trainer_cfg: DictConfig) -> str:
     """DDP (one process per device, launched by Lightning, torchrun or srun) whenever there is more than one."""
     if trainer_cfg.strategy != "auto":
@@ -62,7 +86,7 @@ def build_trainer(cfg: DictConfig, stage: str, callbacks: Optional[list] = None,
     trainer_cfg, stage_cfg = cfg.trainer, cfg.stages[stage]
     best = ModelCheckpoint(dirpath=str(stage_dir(cfg, stage) / "checkpoints"), filename="best", monitor="val/loss",
                            mode="min", save_last=True, save_top_k=1)
-    extra = [best, FiniteLossGuard(),
+    extra = [best, FiniteLossGuard(), ConfigStamp(results_hash(cfg)),
              ImageGridCallback(every_n_epochs=trainer_cfg.image_log_every_n_epochs, split_row=None)]
     if trainer_cfg.channels_last:
         extra.append(ChannelsLast())

@@ -145,6 +145,31 @@ def test_cosine_schedule_lowers_the_learning_rate_each_epoch(small_cfg, syntheti
     assert lr == pytest.approx(0.0, abs=1e-9)  # cosine from 0.01 to 0 over max_epochs=2
 
 
+def test_cosine_schedule_resumed_with_more_epochs_follows_the_longer_schedule(small_cfg, synthetic, tmp_path):
+    def fit(max_epochs: int, ckpt_path=None):
+        module = MaskDecoderModule.from_config(small_cfg("stages.mask_decoder.scheduler=cosine",
+                                                         "stages.mask_decoder.lr=0.01"), FEATURES)
+        lrs = []
+
+        class Record(pl.Callback):
+            def on_train_epoch_start(self, trainer, pl_module):
+                lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+        trainer = pl.Trainer(max_epochs=max_epochs, limit_train_batches=1, limit_val_batches=1, accelerator="cpu",
+                             devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, default_root_dir=str(tmp_path), callbacks=[Record()])
+        trainer.fit(module, synthetic(16), synthetic(16), ckpt_path=ckpt_path, weights_only=True)
+        return trainer, lrs
+
+    first, _ = fit(2)
+    first.save_checkpoint(tmp_path / "two.ckpt")
+    _, resumed = fit(5, str(tmp_path / "two.ckpt"))
+    _, fresh = fit(5)
+    # epochs 2-4 of a 5-epoch schedule, not a 2-epoch schedule's climb back from 0
+    assert resumed == pytest.approx(fresh[2:], rel=1e-6)
+    assert resumed[0] > 0 and resumed[0] > resumed[1] > resumed[2]
+
+
 def test_ssim_term_adds_to_the_loss(small_cfg, synthetic):
     batch = next(iter(synthetic(8)))
     torch.manual_seed(0)

@@ -9,6 +9,7 @@ checkpoint saved before a hyperparameter existed gets the schema's default for i
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 from typing import Any, Optional, get_args
@@ -66,6 +67,14 @@ class _StageModule(pl.LightningModule):
     def on_train_start(self) -> None:
         # the sanity check's val/loss must not count as the best epoch
         self.val_loss_best.reset()
+        # A resumed fit restores the optimiser's last lr, set for the checkpoint's max_epochs: set this epoch's
+        # lr from the schedule as it reads now (more epochs than before: a longer schedule)
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR) and scheduler.last_epoch > 0:
+                for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs,
+                                               scheduler.lr_lambdas):
+                    group["lr"] = base * factor(scheduler.last_epoch)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _ = self.compute_losses(batch)
@@ -112,12 +121,20 @@ class _StageModule(pl.LightningModule):
         return torch.optim.Adam(params, **kwargs, **({"fused": True} if fused else {}))
 
     def _schedule(self, optimizer: torch.optim.Optimizer) -> Optional[dict]:
-        """stages.<stage>.scheduler: none, or cosine from lr to 0 over the stage's max_epochs."""
+        """stages.<stage>.scheduler: none, or cosine from lr to 0 over the stage's max_epochs.
+
+        The closed form reads max_epochs each epoch: a stage resumed with more epochs than it was started with
+        follows the longer schedule (CosineAnnealingLR keeps the T_max of the checkpoint and climbs back up).
+        """
         if self.hparams.get("scheduler", "none") != "cosine":
             return None
-        epochs = max(int(self.trainer.max_epochs or 1), 1)
-        return {"scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs),
-                "interval": "epoch"}
+        module = self
+
+        def cosine(epoch: int) -> float:
+            epochs = max(int(module.trainer.max_epochs or 1), 1)
+            return 0.5 * (1.0 + math.cos(math.pi * min(epoch, epochs) / epochs))
+
+        return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, cosine), "interval": "epoch"}
 
     def configure_optimizers(self):
         optimizer = self._adam(list(self.parameters()), (self.hparams.beta1, self.hparams.beta2))
