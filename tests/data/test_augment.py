@@ -69,3 +69,22 @@ def test_store_without_train_faces_is_an_error(make_store):
     root = make_store(20, splits=["val"] * 10 + ["test"] * 10)
     with pytest.raises(StoreError, match="no train faces"):
         augment_store(root, _cfg(), progress=False)
+
+
+def test_a_re_split_store_gets_new_morphs_from_its_new_train_faces(make_store):
+    """The content digest ignores the split: morphs kept across a re-split would hold faces now in val/test."""
+    root = make_store(40)
+    augment_store(root, _cfg(), progress=False)
+    store = open_store(root)
+    old_train = set(store.rows("train", morphs=False).tolist())
+    splits = list(store.meta["split"][store.meta["kind"] == "photo"])
+    resplit = splits[-3:] + splits[:-3]  # the same photos, other faces held out
+    make_store(40, splits=resplit)
+    store = open_store(root)  # the old morphs are still there until augment runs
+    assert set(store.rows("train", morphs=False).tolist()) != old_train
+    result = augment_store(root, _cfg(), progress=False)
+    store = open_store(root)
+    train = set(store.rows("train", morphs=False).tolist())
+    morphs = store.meta["kind"] == "morph"
+    parents = set(store.meta["parent_a"][morphs]) | set(store.meta["parent_b"][morphs])
+    assert result["added"] == result["morphs"] == 3 * len(train) and parents <= train

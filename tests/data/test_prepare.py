@@ -12,16 +12,18 @@ import time
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
 from antimask.cli import main as cli_main
 from antimask.config import load_config
-from antimask.faces import align
-from antimask.data.prepare import prepare_store
+from antimask.data.prepare import Photo, _write_photo_group, prepare_store
+from antimask.data.resized import build_resized_cache, cache_valid, faces_at
 from antimask.data.sample import portraits
 from antimask.data.store import open_store
+from antimask.faces import align
 
 from helpers import adult_utkface
 
@@ -221,3 +223,68 @@ def test_photos_given_by_name_are_prepared_one_identity_each(utkface_dir, tmp_pa
     assert summary["aligned"] == 3
     identities = set(open_store(tmp_path / "store").meta["identity"])
     assert len(identities) == 3 and all(i.startswith("photo:") for i in identities)
+
+
+def test_photos_beside_person_folders_or_named_alone_are_an_identity_each(utkface_dir, tmp_path):
+    """With person folders (setA/alice/*.jpg), a photo at the top of a source or named on its own has no folder
+    to name its person: it is its own identity, not '.' shared by every such photo of every source."""
+    files = adult_utkface(utkface_dir, 6, start=11)
+    layout = ["setA/alice/1.jpg", "setA/alice/2.jpg", "setA/loose.jpg", "setB/other.jpg", "elsewhere/bob/1.jpg",
+              "named.jpg"]
+    for name, photo in zip(layout, files):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).symlink_to(photo)
+    (tmp_path / "setB" / "bob").symlink_to(tmp_path / "elsewhere" / "bob")  # a person folder linked from elsewhere
+    sources = [tmp_path / "setA", tmp_path / "setB", tmp_path / "named.jpg"]
+    cfg = load_config(None, ["prepare.workers=1", "prepare.test_fraction=0", "prepare.val_fraction=0"])
+    assert prepare_store(sources, tmp_path / "store", cfg, progress=False)["aligned"] == 6
+    store = open_store(tmp_path / "store")
+    identity = {str(Path(s).relative_to(tmp_path)): i for s, i in zip(store.meta["source"], store.meta["identity"])}
+    sha1 = {str(Path(s).relative_to(tmp_path)): h for s, h in zip(store.meta["source"], store.meta["sha1"])}
+    assert identity["setA/alice/1.jpg"] == identity["setA/alice/2.jpg"] == "alice"
+    assert identity["setB/bob/1.jpg"] == "bob"
+    for name in ("setA/loose.jpg", "setB/other.jpg", "named.jpg"):
+        assert identity[name] == f"photo:{sha1[name][:12]}"
+    assert len(set(identity.values())) == 5
+
+
+def _write_photos(out: Path, images: np.ndarray, landmarks: np.ndarray, sha1s: list[str], name: str):
+    """Write the photo group the way prepare does (from a finished part, through ``_write_photo_group``)."""
+    part = out / "parts" / f"{name}.npz"
+    part.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(part, images=images, landmarks=landmarks)
+    accepted = [(Photo(out / f"{i}.png", sha, out), {"part": part, "index": i}) for i, sha in enumerate(sha1s)]
+    records = [{"row": i, "kind": "photo", "source": str(p.path), "sha1": p.sha1, "identity": f"photo:{p.sha1[:12]}",
+                "split": "train"} for i, (p, _) in enumerate(accepted)]
+    _write_photo_group(out, accepted, records, images.shape[1], name)
+    return open_store(out)
+
+
+def test_a_store_refreshed_with_one_face_changed_gets_a_new_digest_and_fresh_resized_faces(tmp_path):
+    """The resized faces, the teacher features and the morphs are reused while the store digest stays the same,
+    so a rewrite that changes any one face must change it (it once hashed every len // 512-th row only, and
+    never saw row 1 of these 1,100)."""
+    n, size = 1100, 32
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    landmarks = rng.uniform(0, size, (n, 68, 2)).astype(np.float32)
+    sha1s = [f"{i:040x}" for i in range(n)]
+    out = tmp_path / "store"
+    store = _write_photos(out, images, landmarks, sha1s, "first")
+    build_resized_cache(store, 16, progress=False)
+    old_face = faces_at(store, np.array([1]), 16)[0].copy()
+    assert _write_photos(out, images, landmarks, sha1s, "same").digest == store.digest  # same faces: caches stay
+
+    images[1] = 255 - images[1]  # the same photo, aligned anew
+    changed = _write_photos(out, images, landmarks, sha1s, "face")
+    assert changed.digest != store.digest and not cache_valid(changed, 16)
+    build_resized_cache(changed, 16, progress=False)
+    served = faces_at(changed, np.array([1]), 16)[0]
+    assert cache_valid(changed, 16) and not np.array_equal(served, old_face)
+    np.testing.assert_array_equal(served, cv2.resize(images[1], (16, 16), interpolation=cv2.INTER_AREA))
+
+    landmarks[3, 0] += 1  # landmarks only
+    moved = _write_photos(out, images, landmarks, sha1s, "landmarks")
+    sha1s[5] = "f" * 40  # another photo file, the same pixels
+    renamed = _write_photos(out, images, landmarks, sha1s, "sha1")
+    assert len({store.digest, changed.digest, moved.digest, renamed.digest}) == 4

@@ -53,6 +53,13 @@ def _drop_stale_morphs(root: Path, params: dict) -> Optional[dict]:
     return None
 
 
+def _parents_in(store, train: np.ndarray) -> bool:
+    """Whether every morph of ``store`` was made from two of these (train) faces."""
+    morphs = store.meta["kind"] == "morph"
+    return bool(np.isin(store.meta["parent_a"][morphs], train).all() and np.isin(store.meta["parent_b"][morphs],
+                                                                                train).all())
+
+
 def augment_store(store_root: str | Path, cfg: DictConfig, progress: bool = True) -> dict:
     """Add the morph rows to a store; returns counts. A second run with the same params adds nothing."""
     root = Path(store_root)
@@ -60,6 +67,11 @@ def augment_store(store_root: str | Path, cfg: DictConfig, progress: bool = True
     current = _drop_stale_morphs(root, params)
     store = open_store(root)
     train = store.rows("train", morphs=False)
+    if current is not None and not _parents_in(store, train):
+        # the same photos re-split (another prepare.seed or fractions): the content digest ignores the split,
+        # and morphs of faces now held out would leak them into training
+        (root / "morphs" / "header.json").unlink()
+        current, store = None, open_store(root)
     if current is not None:
         return {"morphs": int(current["count"]), "added": 0, "train_faces": int(len(train)), "params": params}
     if not len(train):

@@ -130,12 +130,14 @@ def _identities(photos: list[Photo], cfg: DictConfig) -> list[str]:
         mode = "folder" if nested else "photo"
     ids = []
     for p in photos:
-        if mode == "folder":
-            ids.append(str(p.path.parent.resolve().relative_to(p.source_root.resolve())) or p.path.parent.name)
+        folder = p.path.parent.relative_to(p.source_root)  # as found: a person folder may link outside the source
+        if mode == "folder" and folder != Path("."):
+            ids.append(str(folder))
         elif mode == "manifest":
-            key = next((k for k in (str(p.path), p.path.name, str(p.path.relative_to(p.source_root))) if k in manifest), None)
+            key = next((k for k in (str(p.path), p.path.name, str(p.path.relative_to(p.source_root)))
+                        if k in manifest), None)
             ids.append(manifest[key] if key else f"photo:{p.path.name}")
-        else:
+        else:  # a flat folder, or a photo beside the person folders of its source (or named on its own): one each
             ids.append(f"photo:{p.sha1[:12]}")
     return ids
 

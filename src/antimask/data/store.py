@@ -22,9 +22,10 @@ import csv
 import hashlib
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 import numpy as np
 
@@ -127,14 +128,31 @@ def read_table(path: Path) -> Table:
     return Table.from_records(records)
 
 
-def digest_arrays(*arrays: np.ndarray) -> str:
-    """A content digest of arrays (sampled rows for big ones, so opening a store stays fast)."""
-    h = hashlib.sha256()
+_DIGEST_CHUNK_BYTES = 64 << 20  # hashed as one piece; fixed, so the digest does not depend on the thread count
+
+
+def digest_arrays(*arrays: np.ndarray, names: Iterable[str] = ()) -> str:
+    """A content digest of every row of the arrays and of ``names`` (the faces' sha1s), 16 hex digits.
+
+    Every row counts: the resized faces, the teacher features and the morphs are reused while the digest
+    stays the same, so a store refreshed with one face changed must get another one. It is computed only when
+    a group is written (``write_group``), never when a store opens: blake2b over fixed pieces on every core
+    (hashlib lets go of the GIL), ~2 s for 23,708 faces of 224 px (3.6 GB) on 2 cores, ~0.9 GB/s per core.
+    """
+    pieces = []
     for a in arrays:
-        h.update(str(a.shape).encode() + str(a.dtype).encode())
-        step = max(1, len(a) // 512)
-        h.update(np.ascontiguousarray(a[::step]).tobytes())
-    return h.hexdigest()[:16]
+        row_bytes = max(1, a.dtype.itemsize * int(np.prod(a.shape[1:])))
+        step = max(1, _DIGEST_CHUNK_BYTES // row_bytes)
+        pieces.append(_bytes(f"{a.shape}{a.dtype}"))
+        pieces.extend(a[start:start + step] for start in range(0, len(a), step))
+    pieces.append(_bytes("\n".join(str(name) for name in names)))
+    with ThreadPoolExecutor(min(len(pieces), os.cpu_count() or 1)) as pool:
+        hashes = pool.map(lambda piece: hashlib.blake2b(np.ascontiguousarray(piece), digest_size=16).digest(), pieces)
+        return hashlib.blake2b(b"".join(hashes), digest_size=8).hexdigest()
+
+
+def _bytes(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode(), np.uint8)
 
 
 def write_group(folder: Path, images: np.ndarray | Path, landmarks: np.ndarray, table: Table, extra: dict) -> dict:
@@ -183,7 +201,7 @@ def write_group(folder: Path, images: np.ndarray | Path, landmarks: np.ndarray, 
         "version": STORE_VERSION,
         "image_size": int(images.shape[1]) if len(images) else int(extra.get("image_size", 0)),
         "count": int(len(images)),
-        "digest": digest_arrays(images, landmarks.astype(np.float32)),
+        "digest": digest_arrays(images, landmarks.astype(np.float32), names=table["sha1"]),
         **extra,
     }
     atomic_write_json(header_path, header)
