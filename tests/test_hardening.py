@@ -410,6 +410,34 @@ def test_full_disk_while_saving_a_checkpoint_keeps_the_previous_last_ckpt(small,
     assert torch.load(ckpts / "last.ckpt", weights_only=True)["epoch"] == 0
 
 
+# --- file modes --------------------------------------------------------------------------------------------
+
+_MODES = """
+import os, stat, sys
+os.umask(int(sys.argv[2], 8))  # before antimask.files reads it at import
+from antimask.files import atomic_write_json, atomic_write_text
+folder = sys.argv[1]
+mode = lambda path: oct(stat.S_IMODE(os.stat(path).st_mode))
+atomic_write_text(os.path.join(folder, "new.txt"), "new")
+atomic_write_json(os.path.join(folder, "new.json"), {"new": True})
+old = os.path.join(folder, "old.md")
+with open(old, "w") as fh:
+    fh.write("old")
+os.chmod(old, 0o640)
+atomic_write_text(old, "rewritten")
+print(mode(os.path.join(folder, "new.txt")), mode(os.path.join(folder, "new.json")), mode(old), open(old).read())
+"""
+
+
+@pytest.mark.parametrize("umask, new_mode", [("022", "0o644"), ("077", "0o600")])
+def test_a_file_written_atomically_gets_the_umasks_mode_and_a_rewritten_one_keeps_its_own(tmp_path, umask, new_mode):
+    """Not the temporary file's 0600: predict's PNGs and the reports are as readable as any file the user writes."""
+    done = subprocess.run([sys.executable, "-c", _MODES, str(tmp_path), umask], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == [new_mode, new_mode, "0o640", "rewritten"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.json", "new.txt", "old.md"]  # no temporary file left
+
+
 # --- kill -9 and run again ----------------------------------------------------------------------------------
 
 

@@ -153,6 +153,73 @@ def test_a_photo_without_a_face_is_skipped_and_the_rest_go_on(tiny_run, masked_d
     assert inference.cmd_predict(args) == 0
 
 
+def _tiny_photos(folder: Path) -> dict[str, Path]:
+    """A 1x1 and a 4x4 photo: dlib's face CNN raises on images this small, for some after overrunning its buffers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tiny = {"1x1": folder / "one_pixel.png", "4x4": folder / "four_pixels.png"}
+    for size, path in tiny.items():
+        side = int(size.split("x")[0])
+        Image.fromarray(np.full((side, side, 3), 128, np.uint8)).save(path)
+    return tiny
+
+
+def test_photos_too_small_to_hold_a_face_are_reported_and_the_others_are_written(tiny_run, masked_dir, tmp_path):
+    photos = tmp_path / "photos"
+    tiny = _tiny_photos(photos)
+    real = photos / "masked_0061.jpg"  # HOG finds this one
+    real.symlink_to(masked_dir / real.name)
+    out = tmp_path / "out"
+    results = inference.predict(tiny_run, [photos], out, log=lambda msg: None)
+    assert results[str(real)]["status"] == "ok"
+    assert sorted(results[str(real)]["outputs"]) == sorted(str(p) for p in out.iterdir())
+    assert (out / "masked_0061_unmasked.png").is_file() and (out / "masked_0061_compare.png").is_file()
+    for size, path in tiny.items():
+        assert results[str(path)]["status"] == "failed", size
+        assert results[str(path)]["reason"] == (f"image too small: {size} pixels, under the smallest face "
+                                                "(min_face=24 px a side)")
+
+
+def test_an_error_inside_face_finding_fails_that_photo_alone_with_the_error(tiny_run, masked_dir, tmp_path,
+                                                                             monkeypatch):
+    odd = tmp_path / "odd.png"
+    Image.fromarray(np.full((200, 300, 3), 128, np.uint8)).save(odd)
+    real = masked_dir / "masked_0061.jpg"
+    find_faces = finder.find_faces
+
+    def failing(image, *args, **kwargs):
+        if image.shape[:2] == (200, 300):  # dlib's errors span lines; the last says what went wrong
+            raise RuntimeError("\n\nError detected at line 2957.\nFilter windows must be small enough to fit.\n")
+        return find_faces(image, *args, **kwargs)
+
+    monkeypatch.setattr(finder, "find_faces", failing)
+    out = tmp_path / "out"
+    results = inference.predict(tiny_run, [odd, real], out, log=lambda msg: None)
+    why = "face finding failed: RuntimeError: Filter windows must be small enough to fit."
+    assert results[str(odd)] == {"status": "failed", "reason": why, "faces": [], "outputs": []}
+    assert results[str(real)]["status"] == "ok" and (out / "masked_0061_unmasked.png").is_file()
+
+
+def test_a_photo_given_twice_is_completed_once_and_every_output_is_reported(tiny_run, masked_dir, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = folder / "masked_0061.jpg"
+    photo.symlink_to(masked_dir / photo.name)
+    (tmp_path / "alias").symlink_to(folder)
+    out = tmp_path / "out"
+    # the file, the folder holding it, the file through another path and through a link to its folder
+    given = [photo, folder, tmp_path / "photos" / ".." / "photos" / photo.name, tmp_path / "alias" / photo.name]
+    results = inference.predict(tiny_run, given, out, log=lambda msg: None)
+    assert list(results) == [str(photo)] and results[str(photo)]["status"] == "ok"
+    assert sorted(p.name for p in out.iterdir()) == ["masked_0061_compare.png", "masked_0061_unmasked.png"]
+    assert sorted(results[str(photo)]["outputs"]) == sorted(str(p) for p in out.iterdir())
+    # another name for the same file is another photo the user asked for: its own result and outputs
+    other = tmp_path / "other.jpg"
+    other.symlink_to(masked_dir / photo.name)
+    both = inference.predict(tiny_run, [photo, other], out / "both", log=lambda msg: None)
+    assert list(both) == [str(photo), str(other)] and all(r["status"] == "ok" for r in both.values())
+    assert sorted(str(p) for p in (out / "both").iterdir()) == sorted(o for r in both.values() for o in r["outputs"])
+
+
 @pytest.mark.parametrize("missing", ["encoder", "mask_decoder"])
 def test_a_missing_stage_is_named(tiny_run, tmp_path, missing):
     run = tmp_path / "run"
@@ -294,7 +361,8 @@ def test_faces_found_by_worker_processes_give_every_result_and_file_of_this_proc
     """predict.workers: from POOL_MIN_PHOTOS photos on, processes load the photos and find their faces (the face
     head rebuilt there from the segmenter's checkpoint); what predict returns and writes is the same."""
     run = make_mask_run(tmp_path / "run")
-    photos = sample_50(masked_dir)[:inference.POOL_MIN_PHOTOS]
+    tiny = _tiny_photos(tmp_path / "tiny")  # refused in the processes too, not raised by them
+    photos = sample_50(masked_dir)[:inference.POOL_MIN_PHOTOS] + list(tiny.values())
     said = []
     one = inference.predict(run, photos, tmp_path / "one", ["predict.workers=1", "predict.mode=rows"],
                             log=said.append)
@@ -313,6 +381,7 @@ def test_faces_found_by_worker_processes_give_every_result_and_file_of_this_proc
             assert Path(p).read_bytes() == Path(q).read_bytes(), p
         ok += a["status"] == "ok"
     assert ok >= 8  # most of the sample had a face to compare
+    assert all(two[str(p)]["reason"].startswith("image too small") for p in tiny.values())
 
 
 def test_face_finding_processes_that_fail_leave_the_photos_to_this_process_with_a_message(masked_dir, tmp_path):

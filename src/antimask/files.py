@@ -5,19 +5,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
+
+# The process's umask, read once here: os.umask can only be read by setting it, which would race with files other
+# threads create meanwhile (022 in between, the usual one). A new file gets the mode open() would give it (0o666 less
+# this), not mkstemp's 0o600.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
 
-    A crash or a full disk while writing leaves the previous ``path`` untouched.
+    A crash or a full disk while writing leaves the previous ``path`` untouched. The file keeps the mode of the
+    one it replaces, and a new one gets the umask's, as if written in place.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,6 +37,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp_path, "rb+") as fh:
             fh.flush()
             os.fsync(fh.fileno())
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except FileNotFoundError:
+            mode = 0o666 & ~_UMASK
+        try:
+            os.chmod(tmp_path, mode)
+        except PermissionError:  # a file system without modes (vfat, some mounts): the contents still go in
+            pass
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -58,6 +74,19 @@ def atomic_save_npy(path: str | Path, array: np.ndarray) -> Path:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, array)
+    return Path(path)
+
+
+def atomic_save_png(path: str | Path, image: np.ndarray, text: Optional[dict[str, str]] = None) -> Path:
+    """A uint8 image (H, W, 3) RGB or (H, W) gray as a PNG with ``text`` chunks; raises when it cannot be written."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG", pnginfo=info)
     return Path(path)
 
 

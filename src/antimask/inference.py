@@ -33,7 +33,7 @@ from antimask.faces.finder import Face
 from antimask.faces.images import to_float, to_uint8
 from antimask.faces.masks import redraw_region
 from antimask.faces.photos import Rejected, find_images, load_rgb
-from antimask.files import atomic_path
+from antimask.files import atomic_save_png
 from antimask.models.antimask import AntiMask, MaskAwareAntiMask
 from antimask.models.segmenter import face_probabilities, load_segmenter, predict_regions
 from antimask.parallel import in_order
@@ -143,25 +143,12 @@ def complete_masked_faces(model: MaskAwareAntiMask, segmenter, faces: list[np.nd
 
 def save_png(path: Path, image: np.ndarray) -> Path:
     """An RGB PNG carrying the notice that its lower face is synthesized (written atomically)."""
-    from PIL import Image
-    from PIL.PngImagePlugin import PngInfo
-
-
-    info = PngInfo()
-    info.add_text(PNG_KEY, PNG_NOTICE)
-    info.add_text("Comment", PNG_NOTICE)
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG", pnginfo=info)
-    return path
+    return atomic_save_png(path, image, {PNG_KEY: PNG_NOTICE, "Comment": PNG_NOTICE})
 
 
 def save_mask(path: Path, region: np.ndarray) -> Path:
     """A bool mask as a black/white PNG (written atomically)."""
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.asarray(region, bool).astype(np.uint8) * 255).save(tmp, format="PNG")
-    return path
+    return atomic_save_png(path, np.asarray(region, bool).astype(np.uint8) * 255)
 
 
 def region_in_photo(region: np.ndarray, matrix: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -196,7 +183,7 @@ def _find_in_worker(path: Path):
 def _find(path: Path, settings: dict) -> tuple[Optional[np.ndarray], Optional[list[Face]], Optional[str]]:
     """(photo, faces, None) of one photo, or (photo or None, None, why it was skipped)."""
     try:
-        photo = load_rgb(path, settings["max_pixels"])
+        photo = load_rgb(path, settings["max_pixels"], int(settings["opts"]["min_face"]))
     except Rejected as err:
         return None, None, str(err)
     try:
@@ -204,6 +191,9 @@ def _find(path: Path, settings: dict) -> tuple[Optional[np.ndarray], Optional[li
                                   verifier=settings["verifier"]).faces
     except Rejected:  # predict tries every detector: why each box failed matters less than that none was a face
         return photo, None, "no face found"
+    except Exception as err:  # noqa: BLE001 - one photo dlib or OpenCV cannot take must not stop the others
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        return photo, None, f"face finding failed: {type(err).__name__}: {lines[-1] if lines else ''}"
     return photo, faces, None
 
 
@@ -237,11 +227,15 @@ def found_faces(paths: list[Path], opts, max_pixels: int, size: int, split_row: 
 
 
 def _expand(images: list[str | Path]) -> list[Path]:
-    found: list[Path] = []
+    """The photos of files and folders in order, each once: results are keyed by path, so a photo named twice
+    (or inside a folder given too) would have one result replaced and its outputs reported nowhere."""
+    found: dict[str, Path] = {}
     for item in images:
         p = Path(item)
-        found.extend(find_images([p]) if p.is_dir() else [p])
-    return found
+        for photo in find_images([p]) if p.is_dir() else [p]:
+            # one entry of one folder however it is spelt; two names of one file (links) stay two photos, as asked
+            found.setdefault(os.path.join(os.path.realpath(photo.parent), photo.name), photo)
+    return list(found.values())
 
 
 def _stem(path: Path, used: set[str]) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from antimask.config import STAGES, load_config
 from antimask.evaluation.baselines import Inpaint
@@ -17,6 +18,7 @@ from antimask.evaluation.evaluate import EvaluationError
 from antimask.evaluation.masked import (
     CEILING,
     NOTHING,
+    _grid,
     evaluate_masked,
     gap_recovered,
     other_photo_distances,
@@ -148,6 +150,23 @@ def test_region_l1_other_photos_and_the_gap():
     assert gap_recovered(means, "m") == pytest.approx(0.25)
     assert gap_recovered(means, "worse") < 0
     assert np.isnan(gap_recovered({NOTHING: 0.2, CEILING: 0.2, "m": 0.1}, "m"))
+
+
+def test_the_grid_is_an_rgb_png_and_a_grid_that_cannot_be_written_is_an_error(tmp_path):
+    masked = np.zeros((3, 8, 8, 3), np.uint8)
+    found = np.zeros((3, 8, 8), bool)
+    found[:, 4:] = True
+    drawn = {"masked_face": masked, "model": np.full_like(masked, (200, 10, 0)), "real": np.full_like(masked, 50)}
+    _grid(tmp_path / "grid.png", masked, found, drawn, 2)
+    grid = np.asarray(Image.open(tmp_path / "grid.png"))
+    assert grid.shape == (16, 24, 3)  # 2 faces, each: masked with the region tinted red | model | real
+    assert (grid[:4, :8] == 0).all() and (grid[4:8, :8] == (127, 0, 0)).all()
+    assert (grid[:, 8:16] == (200, 10, 0)).all() and (grid[:, 16:] == 50).all()
+    taken = tmp_path / "taken.png"
+    taken.mkdir()
+    with pytest.raises(OSError):
+        _grid(taken, masked, found, drawn, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png", "taken.png"]  # no temporary file left
 
 
 def test_region_inpainting_checks_its_inputs():

@@ -12,6 +12,7 @@ from antimask.config import ConfigError, load_config
 from antimask.data import prepare
 from antimask.data.sample import portraits
 from antimask.faces import finder
+from antimask.faces.photos import load_rgb
 
 from test_inference import make_run
 
@@ -88,6 +89,36 @@ def test_a_crop_with_too_little_skin_is_rejected_and_the_key_decides():
     noise = rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)
     with pytest.raises(finder.Rejected, match="no face found"):
         finder.find_faces(noise, opts, 64, 27)
+
+
+def test_the_cnn_is_not_run_on_a_strip_too_thin_for_it_once_scaled_down():
+    """dlib's CNN raises below ~10 px a side (for some sizes after writing past its buffers): a 24 x 3000 strip
+    is 3 px high at predict.cnn_max_side=400 and holds no face it could find."""
+    opts = load_config().predict
+    assert finder.run_detector(np.full((24, 3000, 3), 128, np.uint8), "cnn", opts) == []
+
+
+def test_a_gray_photos_tight_crop_is_judged_by_the_verifier_not_by_the_skin_colour_it_cannot_have(masked_dir):
+    opts = load_config().predict
+    photo = load_rgb(masked_dir / "masked_0001.jpg", 10**8)
+    colour = finder.find_faces(photo, opts, 64, 27).faces
+    assert [f.detector for f in colour] == ["crop"]
+    gray = np.repeat(cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)  # Cr = Cb = 128 everywhere
+    judged = []
+
+    def verifier(aligned):
+        judged.append(aligned)
+        return None
+
+    found = finder.find_faces(gray, opts, 64, 27, verifier=verifier).faces
+    assert [f.detector for f in found] == ["crop"] and judged
+    assert finder.is_gray(found[0].aligned, 27, opts) and not finder.is_gray(colour[0].aligned, 27, opts)
+    # with nothing else to judge it the crop is refused, saying why: the residual alone passes a flat gray wall
+    box = finder.run_detector(gray, "crop", opts)[0]
+    with pytest.raises(finder.Rejected, match="gray photo has no skin colour to check.*predict.verify_faces"):
+        finder.verify_face(gray, box, "crop", 64, 27, opts, "predict", "x")
+    with pytest.raises(finder.Rejected, match="no face found"):
+        finder.find_faces(np.full((240, 240, 3), 128, np.uint8), opts, 64, 27)
 
 
 def test_tight_crop_boxes_are_the_photo_then_its_top_and_middle_squares_within_the_aspect_limits():

@@ -46,7 +46,7 @@ from antimask.evaluation.report import _fresh_dir, _json_safe, report_dir
 from antimask.faces.compositing import tint_region
 from antimask.faces.images import to_float, to_uint8
 from antimask.faces.masks import MaskAugment, draw_mask, redraw_region
-from antimask.files import atomic_path, atomic_write_text
+from antimask.files import atomic_path, atomic_save_png, atomic_write_text
 from antimask.models.antimask import AntiMask, MaskAwareAntiMask
 from antimask.models.segmenter import load_segmenter, predict_regions
 from antimask.runs import read_manifest, run_config, stage_checkpoint
@@ -317,13 +317,10 @@ def _markdown(summary: dict, gap: dict, ctx: dict) -> str:
 
 def _grid(path: Path, masked: np.ndarray, found: np.ndarray, drawn: dict[str, np.ndarray], n: int) -> None:
     """Rows of faces: masked | region found (red) | every method | real."""
-    import cv2
-
     n = min(n, len(masked))
     if n == 0:
         return
     columns = [tint_region(masked[:n], found[:n])]
     columns += [faces[:n] for method, faces in drawn.items() if method != "masked_face"]
     grid = np.concatenate([np.concatenate([c[i] for c in columns], 1) for i in range(n)], 0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    atomic_save_png(path, grid)

@@ -21,6 +21,14 @@ Verifier = Callable[[np.ndarray], Optional[str]]
 DETECTORS = ("hog", "hog_low", "cnn", "crop")
 # How a rejection names what was tried (rejected.csv keeps these words).
 _DETECTOR_WORDS = {"hog": "dlib HOG", "hog_low": "HOG at a lower threshold", "cnn": "CNN", "crop": "tight-crop box"}
+# dlib's face CNN raises on an image under ~10 px a side, for some sizes after writing outside its buffers (which can
+# abort the process later); its smallest face is several times this, so a smaller image holds none it could find.
+CNN_MIN_SIDE = 20
+# Mean spread (0-255) between a pixel's largest and smallest RGB channel below which the skin band counts as gray:
+# there every pixel has Cr = Cb = 128, so the skin colour test cannot judge. Gray photos have 0 (a level or two
+# where an encoder adds chroma noise), a toned black-and-white one in the shared data about 4, the palest of ~100
+# colour faces there 8.
+GRAY_SPREAD = 5.0
 
 
 @dataclass
@@ -107,7 +115,10 @@ def run_detector(image: np.ndarray, name: str, opts: Mapping[str, Any]) -> list[
         max_side = opts["cnn_max_side"] if opts["cnn_max_side"] is not None else opts["detect_max_side"]
         upsample = opts["cnn_upsample"] if opts["cnn_upsample"] is not None else opts["upsample"]
         img, s, p = _rescaled(image, 0, max_side, opts["pad"])
-        return [_detection(d.rect, d.confidence, s, p, image.shape) for d in dlib_models.cnn_detector()(img, int(upsample))]
+        if min(img.shape[:2]) < CNN_MIN_SIDE:  # a tiny photo, or a thin strip scaled down to cnn_max_side
+            return []
+        return [_detection(d.rect, d.confidence, s, p, image.shape)
+                for d in dlib_models.cnn_detector()(img, int(upsample))]
     if name == "crop":
         return tight_crop_box(image, opts["crop_max_aspect"], opts["crop_squares_max_aspect"])
     raise ValueError(f"unknown detector '{name}'; one of {', '.join(DETECTORS)}")
@@ -121,19 +132,30 @@ def landmarks_68(image: np.ndarray, box: Box) -> np.ndarray:
     return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
 
 
+def _skin_band(aligned: np.ndarray, split_row: int, opts: Mapping[str, Any]) -> np.ndarray:
+    """The aligned visible band below the brows where skin colour is counted."""
+    size = aligned.shape[0]
+    return aligned[int(opts["skin_band_top"] * size):split_row,
+                   int(opts["skin_band_left"] * size):int(opts["skin_band_right"] * size)]
+
+
 def skin_fraction(aligned: np.ndarray, split_row: int, opts: Mapping[str, Any]) -> float:
     """Share of skin-coloured pixels (a YCrCb box) in the aligned visible band below the brows: what a face
     crop has and noise, walls and flat colour lack."""
     import cv2
 
-    size = aligned.shape[0]
-    band = aligned[int(opts["skin_band_top"] * size):split_row,
-                   int(opts["skin_band_left"] * size):int(opts["skin_band_right"] * size)]
+    band = _skin_band(aligned, split_row, opts)
     ycc = cv2.cvtColor(np.ascontiguousarray(band), cv2.COLOR_RGB2YCrCb)
     cr, cb = ycc[..., 1].astype(int), ycc[..., 2].astype(int)
     skin = ((cr >= opts["skin_cr_min"]) & (cr <= opts["skin_cr_max"])
             & (cb >= opts["skin_cb_min"]) & (cb <= opts["skin_cb_max"]))
     return float(skin.mean()) if skin.size else 0.0
+
+
+def is_gray(aligned: np.ndarray, split_row: int, opts: Mapping[str, Any]) -> bool:
+    """Whether the skin band is achromatic (a gray photo): its pixels' channels spread less than GRAY_SPREAD."""
+    band = _skin_band(aligned, split_row, opts).astype(np.int16)
+    return bool(band.size) and float((band.max(-1) - band.min(-1)).mean()) < GRAY_SPREAD
 
 
 def _area(box: Box) -> int:
@@ -157,7 +179,8 @@ def _box_from_landmarks(landmarks: np.ndarray, shape: tuple[int, ...]) -> Box:
     side = max(r - l, b - t)
     cx, cy = (l + r) / 2, (t + b) / 2
     h, w = shape[:2]
-    return (int(max(0, cx - side / 2)), int(max(0, cy - side / 2)), int(min(w, cx + side / 2)), int(min(h, cy + side / 2)))
+    return (int(max(0, cx - side / 2)), int(max(0, cy - side / 2)),
+            int(min(w, cx + side / 2)), int(min(h, cy + side / 2)))
 
 
 def verify_face(image: np.ndarray, found: Detection, detector: str, size: int, split_row: int,
@@ -189,10 +212,16 @@ def verify_face(image: np.ndarray, found: Detection, detector: str, size: int, s
         raise Rejected(f"no face found: landmarks from the {detector} box do not fit a face "
                        f"(residual {residual:.0f} px > {section}.max_residual={opts['max_residual']:.0f})")
     if detector == "crop" and opts["crop_min_skin"] > 0:
-        skin = skin_fraction(aligned, split_row, opts)
-        if skin < opts["crop_min_skin"]:
-            raise Rejected(f"no face found: the tight-crop box holds too little skin colour "
-                           f"({skin:.2f} < {section}.crop_min_skin={opts['crop_min_skin']})")
+        if not is_gray(aligned, split_row, opts):
+            skin = skin_fraction(aligned, split_row, opts)
+            if skin < opts["crop_min_skin"]:
+                raise Rejected(f"no face found: the tight-crop box holds too little skin colour "
+                               f"({skin:.2f} < {section}.crop_min_skin={opts['crop_min_skin']})")
+        elif verifier is None and not opts["crop_cnn_confirm"]:
+            # A gray photo has no skin colour to count, so the CNN or the verifier must judge its crop: the residual
+            # alone passes a flat gray wall, as the shape predictor fits a face into anything.
+            raise Rejected(f"no face found: the tight-crop box of a gray photo has no skin colour to check, and "
+                           f"neither a face verifier (predict.verify_faces) nor {section}.crop_cnn_confirm checks it")
     if verifier is not None:
         why = verifier(aligned)
         if why:

@@ -19,11 +19,12 @@ class Rejected(Exception):
     """A photo that cannot be used; ``str(err)`` is the reason recorded in rejected.csv."""
 
 
-def load_rgb(path: str | Path, max_pixels: int) -> np.ndarray:
+def load_rgb(path: str | Path, max_pixels: int, min_face: int = 1) -> np.ndarray:
     """Decode any common photo to 8-bit RGB, honouring EXIF orientation.
 
     The pixel count claimed by the header is checked before decoding, so a decompression bomb is
-    refused without allocating it. Grayscale, palette, RGBA, CMYK and 16-bit images become 8-bit RGB.
+    refused without allocating it; so is a short side under ``min_face``, the smallest face box: such a photo
+    holds no face. Grayscale, palette, RGBA, CMYK and 16-bit images become 8-bit RGB.
     """
     path = Path(path)
     try:
@@ -37,6 +38,9 @@ def load_rgb(path: str | Path, max_pixels: int) -> np.ndarray:
             width, height = im.size
             if width * height > max_pixels:
                 raise Rejected(f"image too large: header claims {width}x{height} pixels (limit {max_pixels})")
+            if min(width, height) < min_face:
+                raise Rejected(f"image too small: {width}x{height} pixels, under the smallest face "
+                               f"(min_face={min_face} px a side)")
             im = ImageOps.exif_transpose(im)
             return _to_rgb8(im)
     except Rejected:
