@@ -526,3 +526,11 @@ def test_killed_training_resumes_to_the_same_step_count(small, tmp_path):
     with open(tmp_path / "whole" / "mask_decoder" / "metrics.csv") as fh:
         b = [float(r["val/loss"]) for r in csv.DictReader(fh) if r.get("val/loss")][-1]
     assert abs(a - b) <= VAL_LOSS_TOLERANCE * b, (a, b)
+
+
+@pytest.mark.parametrize("given", ["runs/other", "=runs/other"])
+def test_evaluate_with_a_run_not_named_is_a_usage_error(given, tmp_path, capsys):
+    from antimask.cli import main
+
+    assert main(["evaluate", str(tmp_path / "run"), "--with", given]) == 2
+    assert f"--with {given}: give NAME=RUN_DIR" in capsys.readouterr().err
