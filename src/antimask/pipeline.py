@@ -12,10 +12,10 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from antimask.backbones import (
     backbone_from_config,
+    cache_file,
     cached_features,
     create_backbone,
     feature_key,
-    features_dir,
     to_training_device,
 )
 from antimask.config import SEGMENTER, STAGES
@@ -74,7 +74,7 @@ def prepared_check(cfg: DictConfig) -> Callable[[], bool]:
             return False
         if not backbone:
             backbone.append(backbone_from_config(cfg))
-        if not (features_dir(store) / f"{feature_key(store, backbone[0])}.npy").is_file():
+        if not cache_file(store, feature_key(store, backbone[0])).is_file():
             return False
         size = int(cfg.data.image_size)
         return size == store.image_size or cache_valid(store, size)

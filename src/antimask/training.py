@@ -45,6 +45,9 @@ def _plugins() -> list:
     return []
 
 
+STAMP_KEY = "antimask"  # the checkpoint entry ConfigStamp writes
+
+
 class ConfigStamp(pl.Callback):
     """Writes the results hash of the config a stage runs under into each of its checkpoints (last, best, SLURM's
     hpc), so train-all can tell whether an interrupted stage may be resumed under the config it has now."""
@@ -56,14 +59,16 @@ class ConfigStamp(pl.Callback):
         checkpoint[STAMP_KEY] = {"results_hash": self.results_hash}
 
 
-STAMP_KEY = "antimask"
+def _checkpoint_head(path: str | Path) -> dict:
+    """A Lightning checkpoint memory-mapped: its epoch, loops and stamp are read, its weights are not."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 
 def checkpoint_results_hash(path: str | Path) -> Optional[str]:
     """The results hash a checkpoint was written under (ConfigStamp); None for a checkpoint from before the stamp,
     or one torch cannot read (the resumed fit then says what is wrong with it)."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        ckpt = _checkpoint_head(path)
     except Exception:  # noqa: BLE001 - unreadable for any reason: Lightning's own load reports it
         return None
     return (ckpt.get(STAMP_KEY) or {}).get("results_hash")
@@ -134,10 +139,10 @@ def compile_networks(module: pl.LightningModule, trainer_cfg: DictConfig) -> pl.
 
 
 def checkpoint_progress(path: str) -> tuple[int, int]:
-    """(epoch, logged step) of a Lightning checkpoint, memory-mapped (the weights are not read). The logged step
-    is the loop's count of batches that stepped, which Lightning's loggers write as "step"; global_step counts
-    optimizer steps (twice as many under the adversarial model's two optimisers)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    """(epoch, logged step) of a Lightning checkpoint. The logged step is the loop's count of batches that
+    stepped, which Lightning's loggers write as "step"; global_step counts optimizer steps (twice as many under
+    the adversarial model's two optimisers)."""
+    ckpt = _checkpoint_head(path)
     loop = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
     return int(ckpt["epoch"]), int(loop.get("_batches_that_stepped", ckpt["global_step"]))
 

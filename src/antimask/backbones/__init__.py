@@ -5,6 +5,7 @@ from antimask.backbones.cache import (
     POOL_MIN_ROWS,
     DescriptorPool,
     FeatureCacheError,
+    cache_file,
     cached_features,
     feature_description,
     feature_key,
@@ -25,7 +26,7 @@ from antimask.backbones.registry import (
 
 __all__ = [
     "POOL_MIN_ROWS", "BackboneError", "DescriptorPool", "FeatureCacheError", "FrozenBackbone", "WeightsError",
-    "backbone_from_config", "cached_features", "create_backbone", "feature_description", "feature_key",
+    "backbone_from_config", "cache_file", "cached_features", "create_backbone", "feature_description", "feature_key",
     "features_dir", "features_in_memory", "features_of", "list_backbones", "load_cached_features",
     "register_backbone", "teacher_features", "to_training_device", "training_device",
 ]

@@ -52,6 +52,11 @@ def features_dir(store) -> Path:
     return Path(store.root) / "features"
 
 
+def cache_file(store, key: str) -> Path:
+    """The complete feature cache ``key`` of ``store`` (it exists only once every row is computed)."""
+    return features_dir(store) / f"{key}.npy"
+
+
 def feature_description(store, backbone) -> dict:
     """Everything the cached features depend on (hashed into the key, written to the .json)."""
     return {
@@ -85,7 +90,7 @@ def _bad_rows(array: np.ndarray, path: Path) -> None:
 
 def load_cached_features(store, key: str) -> np.ndarray:
     """The complete cache ``key`` of ``store`` (read-only memory map), checked for shape and NaN/inf."""
-    path = features_dir(store) / f"{key}.npy"
+    path = cache_file(store, key)
     if not path.is_file():
         raise FeatureCacheError(f"{path}: no cached features under this key; compute them with cached_features()")
     try:
@@ -105,7 +110,7 @@ def teacher_features(cfg, store) -> Optional[np.ndarray]:
     """The cached features of ``cfg.backbone`` for every row of ``store``; None when not computed yet
     (``antimask.pipeline.prepare_data`` computes them; a stage that needs them says so)."""
     key = feature_key(store, backbone_from_config(cfg))
-    return load_cached_features(store, key) if (features_dir(store) / f"{key}.npy").exists() else None
+    return load_cached_features(store, key) if cache_file(store, key).exists() else None
 
 
 def _open_partial(partial: Path, progress: Path, desc: dict, shape: tuple[int, int]) -> tuple[np.ndarray, int]:

@@ -56,8 +56,8 @@ def _drop_stale_morphs(root: Path, params: dict) -> Optional[dict]:
 def _parents_in(store, train: np.ndarray) -> bool:
     """Whether every morph of ``store`` was made from two of these (train) faces."""
     morphs = store.meta["kind"] == "morph"
-    return bool(np.isin(store.meta["parent_a"][morphs], train).all() and np.isin(store.meta["parent_b"][morphs],
-                                                                                train).all())
+    parents = np.concatenate([store.meta["parent_a"][morphs], store.meta["parent_b"][morphs]])
+    return bool(np.isin(parents, train).all())
 
 
 def augment_store(store_root: str | Path, cfg: DictConfig, progress: bool = True) -> dict:
