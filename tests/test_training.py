@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 
 from antimask import training
 from antimask.config import load_config
@@ -79,6 +80,20 @@ def test_resume_from_last_checkpoint_continues_at_the_next_epoch(utk_photos, utk
     assert objects["trainer"].current_epoch == 2
     assert objects["trainer"].global_step == 2 * first["global_step"]
     assert len(_val_losses(tmp_path, "mask_decoder")) == 2, "the resumed run logs only its new epoch"
+
+
+def test_a_stage_killed_after_its_last_checkpoint_records_that_checkpoints_metrics(utk_photos, utk_store, tmp_path):
+    # killed between the final checkpoint and the manifest write: the resumed fit trains nothing and logs nothing
+    cfg = _cfg(utk_photos, utk_store, tmp_path, "stages.mask_decoder.max_epochs=1")
+    train_stage(cfg, "mask_decoder")
+    finished = read_manifest(tmp_path)["stages"].pop("mask_decoder")
+    (tmp_path / "manifest.json").unlink()
+    metrics, objects = train_stage(OmegaConf.merge(cfg, {"trainer": {"ckpt_path": "last"}}), "mask_decoder")
+    assert objects["trainer"].current_epoch == 1 and len(_val_losses(tmp_path, "mask_decoder")) == 1
+    entry = read_manifest(tmp_path)["stages"]["mask_decoder"]
+    assert entry["status"] == "done" and entry["metrics"] == metrics
+    assert metrics["val/loss"] == pytest.approx(finished["metrics"]["val/loss"], rel=1e-6)
+    assert {k for k in finished["metrics"] if k.startswith("val/")} <= set(metrics)
 
 
 class _FailsAtEpoch(pl.Callback):

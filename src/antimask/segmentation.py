@@ -20,7 +20,7 @@ from antimask.models.segmenter import (
     predict_regions,
 )
 from antimask.runs import results_hash, run_dir, update_manifest
-from antimask.training import compile_networks, stage_trainer
+from antimask.training import compile_networks, fitted_metrics, stage_trainer
 
 __all__ = ["predict_regions", "train_segmenter"]  # predict_regions lives with the module: inference may not import this
 
@@ -40,7 +40,7 @@ def train_segmenter(cfg: DictConfig, datamodule: MaskedFaceDataModule | None = N
     started = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)  # never unpickle code on resume
     fit_seconds = round(time.perf_counter() - started, 1)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+    metrics = fitted_metrics(trainer, resume)
     objects = {"trainer": trainer, "module": module, "datamodule": dm}
     if cfg.trainer.fast_dev_run:
         return metrics, objects

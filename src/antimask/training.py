@@ -48,15 +48,21 @@ def _plugins() -> list:
 STAMP_KEY = "antimask"  # the checkpoint entry ConfigStamp writes
 
 
+def scalar_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    """The trainer's logged scalars (what the manifest records for a stage)."""
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
 class ConfigStamp(pl.Callback):
-    """Writes the results hash of the config a stage runs under into each of its checkpoints (last, best, SLURM's
-    hpc), so train-all can tell whether an interrupted stage may be resumed under the config it has now."""
+    """Writes into each of a stage's checkpoints (last, best, SLURM's hpc) the results hash of the config it runs
+    under, so train-all can tell whether an interrupted stage may be resumed under the config it has now, and the
+    metrics logged so far, for the manifest of a stage whose job was killed after its last checkpoint."""
 
     def __init__(self, results_hash: str):
         self.results_hash = results_hash
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        checkpoint[STAMP_KEY] = {"results_hash": self.results_hash}
+        checkpoint[STAMP_KEY] = {"results_hash": self.results_hash, "metrics": scalar_metrics(trainer)}
 
 
 def _checkpoint_head(path: str | Path) -> dict:
@@ -72,6 +78,15 @@ def checkpoint_results_hash(path: str | Path) -> Optional[str]:
     except Exception:  # noqa: BLE001 - unreadable for any reason: Lightning's own load reports it
         return None
     return (ckpt.get(STAMP_KEY) or {}).get("results_hash")
+
+
+def fitted_metrics(trainer: pl.Trainer, resumed: Optional[str]) -> dict[str, float]:
+    """The metrics of a finished fit. A fit resumed from a checkpoint written at its last epoch (the job was killed
+    before the manifest was written) trains nothing and logs nothing: the checkpoint's stamped metrics stand in."""
+    metrics = scalar_metrics(trainer)
+    if not metrics and resumed:
+        metrics = dict((_checkpoint_head(resumed).get(STAMP_KEY) or {}).get("metrics", {}))
+    return metrics
 
 
 def _strategy(trainer_cfg: DictConfig) -> str:
@@ -193,7 +208,7 @@ def train_stage(cfg: DictConfig, stage: str, datamodule: Optional[FaceDataModule
     module = build_module(cfg, stage, dm.feature_dim, folder)
     started = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)  # never unpickle code on resume
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+    metrics = fitted_metrics(trainer, resume)
     if trainer.is_global_zero and not cfg.trainer.fast_dev_run:
         ckpt = trainer.checkpoint_callback
         best = ckpt.best_model_path or ckpt.last_model_path

@@ -65,6 +65,7 @@ def bad_inputs(tmp_path_factory) -> Path:
     exif[0x0112] = 6  # ...with the EXIF tag that says "rotate 90 degrees clockwise to view"
     rotated.save(folder / "exif_rotated.jpg", exif=exif, quality=95)
     _png_header_only(folder / "huge.png", 40000, 40000)
+    Image.fromarray(face).resize((40, 30)).save(folder / "tiny.png")  # shorter than prepare.min_face=48
     (folder / "UPPER.JPEG").write_bytes((folder / "good.jpg").read_bytes() + b"")  # same content: duplicate
     return folder
 
@@ -83,9 +84,10 @@ def test_every_bad_input_is_rejected_with_its_reason(bad_store):
     assert "not an image" in reasons["text.jpg"]
     assert "no face found" in reasons["noface.png"]
     assert "too large" in reasons["huge.png"] and "40000x40000" in reasons["huge.png"]
+    assert reasons["tiny.png"] == "image too small: 40x30 pixels, under the smallest face (min_face=48 px a side)"
     assert "duplicate" in reasons["good.jpg"] or "duplicate" in reasons["UPPER.JPEG"]
     summary = open_store(bad_store).summary()
-    assert summary["found"] == 11 and summary["aligned"] == 5 and summary["rejected"] == 6
+    assert summary["found"] == 12 and summary["aligned"] == 5 and summary["rejected"] == 7
 
 
 def test_good_odd_formats_are_aligned(bad_store):

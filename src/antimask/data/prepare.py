@@ -52,7 +52,7 @@ def process_photo(path: str, options: dict) -> dict:
     never raises for a bad photo.
     """
     try:
-        rgb = load_rgb(path, options["max_pixels"])
+        rgb = load_rgb(path, options["max_pixels"], options["min_face"])  # as predict: no face fits
         detectors = ["hog"] + ["cnn"] * bool(options["cnn_fallback"]) + ["crop"] * bool(options["crop_fallback"])
         size = options["image_size"]
         found = finder.find_faces(rgb, options, size, split_row_for(size), detectors=detectors,
