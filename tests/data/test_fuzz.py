@@ -121,7 +121,7 @@ def test_300_malformed_files_never_stop_prepare(utkface_dir, tmp_path):
         "truncated": {"corrupt or truncated image", "no face found (dlib HOG)"},
         "corrupted": {"corrupt or truncated image", "no face found (dlib HOG)", "not frontal", "not an image (unrecognised format)",
                       "face too small", "no face found"},
-        "extreme": {"no face found (dlib HOG)"},
+        "extreme": {"image too small"},  # every short side is under prepare.min_face: refused before decoding
         "bomb": {"image too large", "corrupt or truncated image", "not an image (unrecognised format)"},
         "text": {"not an image (unrecognised format)"}, "pdf": {"not an image (unrecognised format)"},
         "empty": {"empty file (0 bytes)", "duplicate"}, "png": {"no face found (dlib HOG)"},
