@@ -70,14 +70,18 @@ def _checkpoint_head(path: str | Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 
-def checkpoint_results_hash(path: str | Path) -> Optional[str]:
-    """The results hash a checkpoint was written under (ConfigStamp); None for a checkpoint from before the stamp,
-    or one torch cannot read (the resumed fit then says what is wrong with it)."""
+def _stamp(path: str | Path) -> dict:
+    """What ConfigStamp wrote into a checkpoint; empty for a checkpoint from before the stamp, or one torch cannot
+    read (the resumed fit then says what is wrong with it)."""
     try:
-        ckpt = _checkpoint_head(path)
+        return _checkpoint_head(path).get(STAMP_KEY) or {}
     except Exception:  # noqa: BLE001 - unreadable for any reason: Lightning's own load reports it
-        return None
-    return (ckpt.get(STAMP_KEY) or {}).get("results_hash")
+        return {}
+
+
+def checkpoint_results_hash(path: str | Path) -> Optional[str]:
+    """The results hash a checkpoint was written under (ConfigStamp); None when it has no stamp."""
+    return _stamp(path).get("results_hash")
 
 
 def fitted_metrics(trainer: pl.Trainer, resumed: Optional[str]) -> dict[str, float]:
@@ -85,7 +89,7 @@ def fitted_metrics(trainer: pl.Trainer, resumed: Optional[str]) -> dict[str, flo
     before the manifest was written) trains nothing and logs nothing: the checkpoint's stamped metrics stand in."""
     metrics = scalar_metrics(trainer)
     if not metrics and resumed:
-        metrics = dict((_checkpoint_head(resumed).get(STAMP_KEY) or {}).get("metrics", {}))
+        metrics = dict(_stamp(resumed).get("metrics", {}))
     return metrics
 
 

@@ -16,7 +16,6 @@ import os
 from multiprocessing import Pool
 from pathlib import Path
 
-import cv2
 import numpy as np
 from omegaconf import OmegaConf
 
@@ -32,11 +31,7 @@ SIDES = (24, 32, 48, 64, 100, 200)
 
 
 def _chroma_spread(aligned: np.ndarray) -> float:
-    band = finder._skin_band(aligned, SPLIT, OPTS)
-    ycc = cv2.cvtColor(np.ascontiguousarray(band), cv2.COLOR_RGB2YCrCb).reshape(-1, 3).astype(float)
-    cr, cb = ycc[:, 1], ycc[:, 2]
-    skin = ((cr >= OPTS["skin_cr_min"]) & (cr <= OPTS["skin_cr_max"])
-            & (cb >= OPTS["skin_cb_min"]) & (cb <= OPTS["skin_cb_max"]))
+    cr, cb, skin = finder.skin_chroma(aligned, SPLIT, OPTS)
     return float(np.hypot(cr[skin].std(), cb[skin].std())) if skin.any() else 0.0
 
 

@@ -139,9 +139,9 @@ def _skin_band(aligned: np.ndarray, split_row: int, opts: Mapping[str, Any]) -> 
                    int(opts["skin_band_left"] * size):int(opts["skin_band_right"] * size)]
 
 
-def skin_fraction(aligned: np.ndarray, split_row: int, opts: Mapping[str, Any]) -> float:
-    """Share of skin-coloured pixels (a YCrCb box) in the aligned visible band below the brows: what a face
-    crop has and noise, walls and flat colour lack."""
+def skin_chroma(aligned: np.ndarray, split_row: int, opts: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+    """(Cr, Cb, skin) of the aligned visible band below the brows: its pixels' chroma and which of them fall in
+    the skin colour box (YCrCb)."""
     import cv2
 
     band = _skin_band(aligned, split_row, opts)
@@ -149,6 +149,13 @@ def skin_fraction(aligned: np.ndarray, split_row: int, opts: Mapping[str, Any]) 
     cr, cb = ycc[..., 1].astype(int), ycc[..., 2].astype(int)
     skin = ((cr >= opts["skin_cr_min"]) & (cr <= opts["skin_cr_max"])
             & (cb >= opts["skin_cb_min"]) & (cb <= opts["skin_cb_max"]))
+    return cr, cb, skin
+
+
+def skin_fraction(aligned: np.ndarray, split_row: int, opts: Mapping[str, Any]) -> float:
+    """Share of skin-coloured pixels in the aligned visible band below the brows: what a face crop has and noise,
+    walls and flat colour lack."""
+    skin = skin_chroma(aligned, split_row, opts)[2]
     return float(skin.mean()) if skin.size else 0.0
 
 
