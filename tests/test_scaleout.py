@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from antimask.config import load_config
@@ -289,6 +290,52 @@ def test_sigusr1_saves_an_hpc_checkpoint_requeues_and_the_next_job_resumes(small
     assert "hpc_ckpt_1.ckpt" in again.stdout + again.stderr, "the requeued run did not restore the hpc checkpoint"
     entry = read_manifest(run)["stages"]["mask_decoder"]
     assert entry["global_step"] > hpc["global_step"] and entry["epochs"] == target
+
+
+class _RequeuedDuringValidation(pl.Callback):
+    """SLURM's requeue signal lands during epoch 1's validation; SLURM kills the job at the next training batch."""
+
+    sent = False
+
+    def on_validation_batch_end(self, trainer, *args, **kwargs):
+        if trainer.current_epoch == 1 and not trainer.sanity_checking and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    def on_train_batch_start(self, trainer, *args, **kwargs):
+        if self.sent:
+            raise RuntimeError("killed by SLURM")
+
+
+def test_a_requeue_signal_during_validation_keeps_that_epochs_validation(small_photos, small_store, tmp_path,
+                                                                          restore_launch_vars):
+    # Lightning's handler saved the hpc checkpoint mid-validation; the requeued fit went on past that validation,
+    # so epoch 1 had no validation row in metrics.csv (and no say in best.ckpt).
+    import csv
+
+    from antimask.training import train_stage
+
+    monkeypatch = restore_launch_vars
+    for key, value in {"SLURM_NTASKS": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
+                       "SLURM_JOB_NAME": "antimask", "SLURM_JOB_ID": "4242", "SLURM_NTASKS_PER_NODE": "1",
+                       "SLURM_NODELIST": "localhost"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PATH", f"{_fake_scontrol(tmp_path)}:{os.environ['PATH']}")
+    run = tmp_path / "run"
+    cfg = load_config(DEFAULT, small_words(small_photos, small_store, run, "stages.mask_decoder.max_epochs=4"))
+    with pytest.raises(RuntimeError, match="killed by SLURM"):
+        train_stage(cfg, "mask_decoder", callbacks=[_RequeuedDuringValidation()])
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    hpc = torch.load(run / "mask_decoder" / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=True)
+    assert hpc["epoch"] == 1
+    _, objects = train_stage(cfg, "mask_decoder")  # the requeued job resumes from the hpc checkpoint
+    assert objects["trainer"].current_epoch == 4
+    with open(run / "mask_decoder" / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows if r.get("val/loss")] == [0, 1, 2, 3]
+    steps = [int(r["step"]) for r in rows if r.get("train/loss_step")]
+    assert steps == list(range(len(steps))), "every training batch logged once, in order"
+    assert len(steps) == objects["trainer"].fit_loop.epoch_loop._batches_that_stepped
 
 
 # ---- GPU benchmark on a machine without one ------------------------------------------------------------------

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -148,6 +151,40 @@ def test_a_resumed_run_that_stops_again_keeps_every_logged_epoch(utk_photos, utk
     assert [int(r["epoch"]) for r in rows if r.get("val/loss")] == [0, 1, 2]
     steps = [int(r["step"]) for r in rows if r.get("val/loss")]
     assert steps == sorted(steps) and len(set(steps)) == 3
+
+
+def test_a_requeue_signal_during_validation_waits_for_the_epochs_end_but_not_past_its_limit():
+    # the full path (Lightning's handler, hpc checkpoint, resume, metrics.csv) is test_scaleout's
+    # test_a_requeue_signal_during_validation_keeps_that_epochs_validation; here the hold and its time limit
+    from types import SimpleNamespace
+
+    calls: list[int] = []
+    before = signal.signal(signal.SIGUSR1, lambda signum, frame: calls.append(signum))  # stands for Lightning's
+    try:
+        trainer = SimpleNamespace(validating=False)
+        hold = training.RequeueAfterValidation(max_wait_s=0.2)
+        hold.on_train_start(trainer, None)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert calls == [signal.SIGUSR1], "in training the handler runs at once"
+        trainer.validating = True
+        os.kill(os.getpid(), signal.SIGUSR1)
+        hold.on_validation_batch_end(trainer)
+        assert len(calls) == 1, "held while the epoch validates"
+        hold.on_train_epoch_end(trainer, None)
+        hold.on_train_epoch_end(trainer, None)
+        assert len(calls) == 2, "run once, at the epoch's end"
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.25)
+        hold.on_validation_batch_end(trainer)
+        assert len(calls) == 3, "a validation longer than max_wait_s: run at its next batch"
+        hold.on_train_epoch_end(trainer, None)
+        assert len(calls) == 3
+        signal.signal(signal.SIGUSR1, lambda signum, frame: calls.append(signum))
+        training.RequeueAfterValidation(max_wait_s=0).on_train_start(trainer, None)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert len(calls) == 4, "max_wait_s=0: Lightning's handler, unwrapped"
+    finally:
+        signal.signal(signal.SIGUSR1, before)
 
 
 def test_a_resumed_log_is_cut_to_the_checkpoints_rows_in_place_and_new_rows_are_appended(tmp_path):

@@ -245,6 +245,10 @@ class TrainerConfig:
     fast_dev_run: bool = False
     check_val_every_n_epoch: int = 1
     ckpt_path: Optional[str] = None  # "last" resumes the stage from its last checkpoint
+    # SLURM: a requeue signal that lands while the stage validates waits for the epoch's end, so the epoch's
+    # validation is logged before the hpc checkpoint, but at most this long (sbatch --signal=SIGUSR1@90 gives 90 s
+    # to save); 0 = save where the signal lands, as Lightning does
+    requeue_max_wait_s: float = 45.0
     image_log_every_n_epochs: int = 1
     # ---- speed: none of these changes what a stage learns beyond float rounding
     # cuDNN times its kernels for each input shape once and keeps the fastest (our shapes are fixed); off when
@@ -695,6 +699,7 @@ def validate(cfg: DictConfig) -> None:
     trainer = cfg.trainer
     _check(trainer.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches", "must be at least 1")
     _check(trainer.num_nodes >= 1, "trainer.num_nodes", "must be at least 1")
+    _check(trainer.requeue_max_wait_s >= 0, "trainer.requeue_max_wait_s", "seconds, at least 0")
     _check(trainer.gradient_clip_val is None or trainer.gradient_clip_val > 0, "trainer.gradient_clip_val",
            "must be positive")
     dev = trainer.devices

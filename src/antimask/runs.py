@@ -162,8 +162,8 @@ def read_metrics(path: Path) -> list[dict]:
 
 # Keys that do not change what a stage learns; a finished stage is reused when only these differ.
 _NOT_RESULTS = ("trainer.ckpt_path", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.accelerator",
-                "trainer.log_every_n_steps", "trainer.image_log_every_n_epochs", "data.num_workers",
-                "data.pin_memory", "data.persistent_workers", "data.device_resident",
+                "trainer.requeue_max_wait_s", "trainer.log_every_n_steps", "trainer.image_log_every_n_epochs",
+                "data.num_workers", "data.pin_memory", "data.persistent_workers", "data.device_resident",
                 "data.device_memory_fraction", "prepare.workers", "augment.workers", "wandb", "run.name",
                 "run.reuse", "run.dir", "eval", "backbone.workers", "trainer.cudnn_benchmark", "trainer.channels_last",
                 "trainer.compile", "trainer.compile_mode", "predict", "masks.face_threshold",

@@ -45,6 +45,48 @@ def _plugins() -> list:
     return []
 
 
+class RequeueAfterValidation(pl.Callback):
+    """SLURM's requeue signal that lands during an epoch's validation is handled at that epoch's end.
+
+    Lightning's handler saves the hpc checkpoint wherever the signal lands. From a checkpoint taken mid-validation
+    the resumed fit goes on past that validation, so the epoch's validation metrics never reach metrics.csv or
+    the best-checkpoint choice (the validation row of that epoch was missing, measured). So while the fit
+    validates, the signal is held, and Lightning's own handler (hpc checkpoint, ``scontrol requeue``) runs at the
+    epoch's end, or at the first validation batch after ``max_wait_s`` (the job is killed a fixed time after the
+    signal: a late checkpoint beats none). Elsewhere it runs at once, as Lightning has it. Lightning's teardown
+    puts back the handlers that were there before the fit."""
+
+    def __init__(self, max_wait_s: float, signum: int = signal.SIGUSR1) -> None:
+        self.max_wait_s, self.signum = max_wait_s, signum
+        self.trainer: Optional[pl.Trainer] = None
+        self.handler: Optional[Callable] = None
+        self.held_at: Optional[float] = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        handler = signal.getsignal(self.signum)  # Lightning registers its handler just before the fit runs
+        if callable(handler) and self.max_wait_s > 0:
+            self.trainer, self.handler, self.held_at = trainer, handler, None
+            signal.signal(self.signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.trainer is not None and self.trainer.validating:
+            self.held_at = self.held_at or time.monotonic()
+        else:
+            self.handler(signum, frame)
+
+    def _release(self) -> None:
+        self.held_at = None
+        self.handler(self.signum, None)
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        if self.held_at is not None and time.monotonic() - self.held_at >= self.max_wait_s:
+            self._release()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.held_at is not None:
+            self._release()
+
+
 STAMP_KEY = "antimask"  # the checkpoint entry ConfigStamp writes
 
 
@@ -114,6 +156,8 @@ def build_trainer(cfg: DictConfig, stage: str, callbacks: Optional[list] = None,
              ImageGridCallback(every_n_epochs=trainer_cfg.image_log_every_n_epochs, split_row=None)]
     if trainer_cfg.channels_last:
         extra.append(ChannelsLast())
+    if SLURMEnvironment.detect():
+        extra.append(RequeueAfterValidation(trainer_cfg.requeue_max_wait_s))
     kwargs = dict(
         default_root_dir=str(stage_dir(cfg, stage)), max_epochs=stage_cfg.max_epochs,
         accelerator=trainer_cfg.accelerator, devices=trainer_cfg.devices, num_nodes=trainer_cfg.num_nodes,
