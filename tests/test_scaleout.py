@@ -338,6 +338,56 @@ def test_a_requeue_signal_during_validation_keeps_that_epochs_validation(small_p
     assert len(steps) == objects["trainer"].fit_loop.epoch_loop._batches_that_stepped
 
 
+# One srun task of a 2-task SLURM job: the stage, with the requeue landing in epoch 1's validation (argv[2] "first")
+_RANK_SCRIPT = """
+import os, signal, sys
+import pytorch_lightning as pl
+from antimask.config import load_config
+from antimask.training import train_stage
+
+class Land(pl.Callback):
+    sent = False
+    def on_validation_batch_end(self, trainer, *args, **kwargs):
+        if trainer.current_epoch == 1 and not trainer.sanity_checking and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGUSR1)  # srun passes sbatch's signal to every task
+    def on_train_batch_start(self, trainer, *args, **kwargs):
+        if self.sent:
+            os._exit(0)  # killed by SLURM
+
+cfg = load_config(sys.argv[1], sys.argv[3:])
+train_stage(cfg, "mask_decoder", callbacks=[Land()] if sys.argv[2] == "first" else [])
+"""
+
+
+def test_a_requeue_signal_during_validation_under_ddp_keeps_that_epochs_validation(small_photos, small_store,
+                                                                                     tmp_path):
+    # Without the hold: validation rows of epochs 0, 2 and 3 only, and the last step of epoch 1 missing.
+    import csv
+
+    run = tmp_path / "run"
+    env = clean_env(SLURM_NTASKS="2", SLURM_NODEID="0", SLURM_JOB_NAME="antimask", SLURM_JOB_ID="4244",
+                    SLURM_NTASKS_PER_NODE="2", SLURM_NODELIST="localhost",
+                    PATH=f"{_fake_scontrol(tmp_path)}:{os.environ['PATH']}")
+    words = [*small_words(small_photos, small_store, run, "stages.mask_decoder.max_epochs=4"), *ddp()]
+    for job in ("first", "second"):
+        ranks = [subprocess.Popen([sys.executable, "-c", _RANK_SCRIPT, str(DEFAULT), job, *words], cwd=REPO,
+                                  env={**env, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)},
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in (0, 1)]
+        for proc in ranks:
+            out, _ = proc.communicate(timeout=300)
+            assert proc.returncode == 0, out[-3000:]
+        if job == "first":
+            assert (run / "mask_decoder" / "hpc_ckpt_1.ckpt").is_file()
+            assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4244"], "rank 0 requeues once"
+    assert read_manifest(run)["stages"]["mask_decoder"]["epochs"] == 4
+    with open(run / "mask_decoder" / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows if r.get("val/loss")] == [0, 1, 2, 3]
+    steps = [int(r["step"]) for r in rows if r.get("train/loss_step")]
+    assert steps == list(range(len(steps))), "every training batch logged once, in order"
+
+
 # ---- GPU benchmark on a machine without one ------------------------------------------------------------------
 
 def test_gpu_benchmark_without_a_gpu_returns_no_rows(capsys):
