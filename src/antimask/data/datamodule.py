@@ -129,7 +129,8 @@ class FaceDataset(Dataset):
         lmk = torch.from_numpy(self.landmarks[row] / self.size)
         item = {"face": to_chw(image), "landmarks": lmk, "identity": int(self.identities[row]), "row": row}
         if self.features is not None:
-            item["features"] = torch.from_numpy(np.asarray(self.features[row], np.float32))
+            # a copy: the store is mapped read-only
+            item["features"] = torch.from_numpy(np.array(self.features[row], np.float32))
         if self.masks is not None:
             item.update(self.masks(image, lmk, row))
         return item
