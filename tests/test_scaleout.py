@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
 from antimask.config import load_config
@@ -237,13 +236,17 @@ def test_torchrun_with_two_processes_and_a_fresh_store(small_photos, tmp_path):
 
 # ---- SLURM: SIGUSR1 -> hpc checkpoint + scontrol requeue -> the requeued job resumes -------------------------
 
-def _fake_scontrol(folder: Path) -> Path:
-    bin_dir = folder / "bin"
-    bin_dir.mkdir()
-    script = bin_dir / "scontrol"
-    script.write_text(f'#!/bin/sh\necho "$@" >> {folder / "scontrol.log"}\n')
-    script.chmod(0o755)
-    return bin_dir
+def _slurm_task_env(folder: Path, job_id: str, tasks: int, rank: int) -> dict:
+    """The environment of task ``rank`` of a one-node SLURM job of ``tasks`` tasks, with a fake scontrol that
+    writes its arguments to ``folder``/scontrol.log."""
+    scontrol = folder / "bin" / "scontrol"
+    if not scontrol.exists():
+        scontrol.parent.mkdir()
+        scontrol.write_text(f'#!/bin/sh\necho "$@" >> {folder / "scontrol.log"}\n')
+        scontrol.chmod(0o755)
+    return clean_env(SLURM_NTASKS=str(tasks), SLURM_NTASKS_PER_NODE=str(tasks), SLURM_PROCID=str(rank),
+                     SLURM_LOCALID=str(rank), SLURM_NODEID="0", SLURM_JOB_NAME="antimask", SLURM_JOB_ID=job_id,
+                     SLURM_NODELIST="localhost", PATH=f"{scontrol.parent}:{os.environ['PATH']}")
 
 
 def _wait_for(ready, what: str, proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -259,10 +262,7 @@ def _wait_for(ready, what: str, proc: subprocess.Popen, timeout: float = 300) ->
 
 def test_sigusr1_saves_an_hpc_checkpoint_requeues_and_the_next_job_resumes(small_photos, small_store, tmp_path):
     run = tmp_path / "run"
-    env = clean_env()
-    env.update({"SLURM_NTASKS": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
-                "SLURM_JOB_NAME": "antimask", "SLURM_JOB_ID": "4242", "SLURM_NTASKS_PER_NODE": "1",
-                "SLURM_NODELIST": "localhost", "PATH": f"{_fake_scontrol(tmp_path)}:{os.environ['PATH']}"})
+    env = _slurm_task_env(tmp_path, "4242", tasks=1, rank=0)
     words = ["train", "mask_decoder", "--config", str(DEFAULT), *small_words(small_photos, small_store, run)]
     stage = run / "mask_decoder"
     log = open(tmp_path / "first.log", "w")  # a file, not a pipe: the progress bar would fill a pipe and block
@@ -292,54 +292,9 @@ def test_sigusr1_saves_an_hpc_checkpoint_requeues_and_the_next_job_resumes(small
     assert entry["global_step"] > hpc["global_step"] and entry["epochs"] == target
 
 
-class _RequeuedDuringValidation(pl.Callback):
-    """SLURM's requeue signal lands during epoch 1's validation; SLURM kills the job at the next training batch."""
-
-    sent = False
-
-    def on_validation_batch_end(self, trainer, *args, **kwargs):
-        if trainer.current_epoch == 1 and not trainer.sanity_checking and not self.sent:
-            self.sent = True
-            os.kill(os.getpid(), signal.SIGUSR1)
-
-    def on_train_batch_start(self, trainer, *args, **kwargs):
-        if self.sent:
-            raise RuntimeError("killed by SLURM")
-
-
-def test_a_requeue_signal_during_validation_keeps_that_epochs_validation(small_photos, small_store, tmp_path,
-                                                                          restore_launch_vars):
-    # Lightning's handler saved the hpc checkpoint mid-validation; the requeued fit went on past that validation,
-    # so epoch 1 had no validation row in metrics.csv (and no say in best.ckpt).
-    import csv
-
-    from antimask.training import train_stage
-
-    monkeypatch = restore_launch_vars
-    for key, value in {"SLURM_NTASKS": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
-                       "SLURM_JOB_NAME": "antimask", "SLURM_JOB_ID": "4242", "SLURM_NTASKS_PER_NODE": "1",
-                       "SLURM_NODELIST": "localhost"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("PATH", f"{_fake_scontrol(tmp_path)}:{os.environ['PATH']}")
-    run = tmp_path / "run"
-    cfg = load_config(DEFAULT, small_words(small_photos, small_store, run, "stages.mask_decoder.max_epochs=4"))
-    with pytest.raises(RuntimeError, match="killed by SLURM"):
-        train_stage(cfg, "mask_decoder", callbacks=[_RequeuedDuringValidation()])
-    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
-    hpc = torch.load(run / "mask_decoder" / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=True)
-    assert hpc["epoch"] == 1
-    _, objects = train_stage(cfg, "mask_decoder")  # the requeued job resumes from the hpc checkpoint
-    assert objects["trainer"].current_epoch == 4
-    with open(run / "mask_decoder" / "metrics.csv") as fh:
-        rows = list(csv.DictReader(fh))
-    assert [int(r["epoch"]) for r in rows if r.get("val/loss")] == [0, 1, 2, 3]
-    steps = [int(r["step"]) for r in rows if r.get("train/loss_step")]
-    assert steps == list(range(len(steps))), "every training batch logged once, in order"
-    assert len(steps) == objects["trainer"].fit_loop.epoch_loop._batches_that_stepped
-
-
-# One srun task of a 2-task SLURM job: the stage, with the requeue landing in epoch 1's validation (argv[2] "first")
-_RANK_SCRIPT = """
+# One task of a SLURM job: the stage, with the requeue signal landing in epoch 1's validation when argv[2] is
+# "first"; SLURM kills the job at the next training batch.
+_TASK_SCRIPT = """
 import os, signal, sys
 import pytorch_lightning as pl
 from antimask.config import load_config
@@ -353,39 +308,41 @@ class Land(pl.Callback):
             os.kill(os.getpid(), signal.SIGUSR1)  # srun passes sbatch's signal to every task
     def on_train_batch_start(self, trainer, *args, **kwargs):
         if self.sent:
-            os._exit(0)  # killed by SLURM
+            os._exit(0)
 
 cfg = load_config(sys.argv[1], sys.argv[3:])
 train_stage(cfg, "mask_decoder", callbacks=[Land()] if sys.argv[2] == "first" else [])
 """
 
 
-def test_a_requeue_signal_during_validation_under_ddp_keeps_that_epochs_validation(small_photos, small_store,
-                                                                                     tmp_path):
-    # Without the hold: validation rows of epochs 0, 2 and 3 only, and the last step of epoch 1 missing.
+@pytest.mark.parametrize("tasks", [1, 2], ids=["one_task", "ddp_two_tasks"])
+def test_a_requeue_signal_during_validation_keeps_that_epochs_validation(tasks, small_photos, small_store, tmp_path):
+    # Lightning's handler saved the hpc checkpoint mid-validation; the requeued fit went on past that validation,
+    # so metrics.csv had validation rows for epochs 0, 2 and 3 only (and epoch 1 no say in best.ckpt).
     import csv
 
     run = tmp_path / "run"
-    env = clean_env(SLURM_NTASKS="2", SLURM_NODEID="0", SLURM_JOB_NAME="antimask", SLURM_JOB_ID="4244",
-                    SLURM_NTASKS_PER_NODE="2", SLURM_NODELIST="localhost",
-                    PATH=f"{_fake_scontrol(tmp_path)}:{os.environ['PATH']}")
-    words = [*small_words(small_photos, small_store, run, "stages.mask_decoder.max_epochs=4"), *ddp()]
-    for job in ("first", "second"):
-        ranks = [subprocess.Popen([sys.executable, "-c", _RANK_SCRIPT, str(DEFAULT), job, *words], cwd=REPO,
-                                  env={**env, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)},
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in (0, 1)]
-        for proc in ranks:
-            out, _ = proc.communicate(timeout=300)
-            assert proc.returncode == 0, out[-3000:]
+    words = [*small_words(small_photos, small_store, run, "stages.mask_decoder.max_epochs=4"),
+             *(ddp(tasks) if tasks > 1 else [])]
+    for job in ("first", "second"):  # the job, then the requeued job
+        logs = [open(tmp_path / f"{job}_{rank}.log", "w") for rank in range(tasks)]  # a pipe could fill and block
+        ranks = [subprocess.Popen([sys.executable, "-c", _TASK_SCRIPT, str(DEFAULT), job, *words], cwd=REPO,
+                                  env=_slurm_task_env(tmp_path, "4244", tasks, rank), stdout=log,
+                                  stderr=subprocess.STDOUT) for rank, log in enumerate(logs)]
+        for rank, proc in enumerate(ranks):
+            assert proc.wait(timeout=300) == 0, (tmp_path / f"{job}_{rank}.log").read_text()[-3000:]
+            logs[rank].close()
         if job == "first":
-            assert (run / "mask_decoder" / "hpc_ckpt_1.ckpt").is_file()
             assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4244"], "rank 0 requeues once"
-    assert read_manifest(run)["stages"]["mask_decoder"]["epochs"] == 4
+            hpc = torch.load(run / "mask_decoder" / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=True)
+            assert hpc["epoch"] == 1
+    entry = read_manifest(run)["stages"]["mask_decoder"]
+    assert entry["epochs"] == 4
     with open(run / "mask_decoder" / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["epoch"]) for r in rows if r.get("val/loss")] == [0, 1, 2, 3]
     steps = [int(r["step"]) for r in rows if r.get("train/loss_step")]
-    assert steps == list(range(len(steps))), "every training batch logged once, in order"
+    assert steps == list(range(entry["global_step"])), "every training batch logged once, in order"
 
 
 # ---- GPU benchmark on a machine without one ------------------------------------------------------------------

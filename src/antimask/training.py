@@ -69,7 +69,7 @@ class RequeueAfterValidation(pl.Callback):
             signal.signal(self.signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        if self.trainer is not None and self.trainer.validating:
+        if self.trainer.validating:  # registered only once on_train_start has the trainer
             self.held_at = self.held_at or time.monotonic()
         else:
             self.handler(signum, frame)
